@@ -1,0 +1,44 @@
+# One command sets up and runs the demo, one runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+SHARED ?= ../shared
+PYTHONS := .pythons
+
+.PHONY: setup demo test lint bench pythons completions torch-env clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.stamp
+
+# The foreign interpreters (cp313, free-threaded cp313t) the tests and the
+# demo use, unpacked from ../shared/pythons.
+pythons: $(PYTHONS)/.stamp
+$(PYTHONS)/.stamp:
+	mkdir -p $(PYTHONS)
+	for f in $(SHARED)/pythons/*.tar.xz; do tar xJf $$f -C $(PYTHONS); done
+	touch $@
+
+demo: setup pythons
+	$(PY) examples/demo.py
+
+test: setup pythons
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/mypy
+
+bench: setup pythons
+	$(PY) bench/run.py
+
+completions: setup
+	$(PY) -m launcher.completions completions
+
+clean:
+	rm -rf $(VENV) $(PYTHONS) .pytest_cache .mypy_cache .ruff_cache

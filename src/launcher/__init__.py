@@ -1,0 +1,22 @@
+"""launcher: ABI-matched runtime packages and native preloads for every
+Python process of a job.
+
+The package import is kept free of heavy imports: `launcher run`'s warm path
+imports this module.  The Python API is loaded on first use::
+
+    import launcher
+    prepared = launcher.prepare(["python", "-c", "import markupsafe"],
+                                flags={"with": ["markupsafe"]})
+    prepared.popen().wait()
+"""
+
+__version__ = "0.1.0"
+__all__ = ["Prepared", "prepare", "__version__"]
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name in ("prepare", "Prepared"):
+        from launcher import plan
+
+        return getattr(plan, name)
+    raise AttributeError(f"module 'launcher' has no attribute {name!r}")

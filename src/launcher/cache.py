@@ -1,0 +1,114 @@
+"""Where everything the launcher keeps lives, and the checks that it is usable.
+
+One root (``LAUNCHER_CACHE_DIR`` or the platform's user cache dir); every
+other module asks this one for paths instead of joining strings itself.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.errors import UsageError
+
+TREE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LAUNCHER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("launcher", appauthor=False))
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    root: Path
+
+    @property
+    def trees(self) -> Path:
+        return self.root / "trees"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def failures(self) -> Path:
+        return self.root / "failures"
+
+    @property
+    def probes(self) -> Path:
+        return self.root / "probes"
+
+    @property
+    def specs(self) -> Path:
+        return self.root / "specs"
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.root / "bootstrap"
+
+    @property
+    def shims(self) -> Path:
+        return self.root / "shims"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def installs_log(self) -> Path:
+        return self.log / "installs.jsonl"
+
+    @property
+    def memo(self) -> Path:
+        return self.root / "memo"
+
+    def tree_name(self, abi_key: str, spec_hash: str) -> str:
+        return f"{abi_key}-{spec_hash}"
+
+    def tree(self, abi_key: str, spec_hash: str) -> Path:
+        return self.trees / self.tree_name(abi_key, spec_hash)
+
+    def lock(self, abi_key: str, spec_hash: str) -> Path:
+        return self.locks / f"{abi_key}-{spec_hash}.lock"
+
+    def failure(self, abi_key: str, spec_hash: str) -> Path:
+        return self.failures / f"{abi_key}-{spec_hash}.json"
+
+    def spec_file(self, spec_hash: str) -> Path:
+        return self.specs / f"{spec_hash}.json"
+
+    def ensure(self) -> None:
+        """Create the root or fail with a line that names the fix."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for sub in (self.trees, self.locks, self.failures, self.specs, self.log, self.runs):
+                sub.mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(
+                f"cache dir {self.root} cannot be created: {exc.strerror or exc}",
+                fix="set LAUNCHER_CACHE_DIR to a writable directory",
+            ) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"cache dir {self.root} is not writable",
+                fix="set LAUNCHER_CACHE_DIR to a writable directory",
+            )
+
+
+def writable_by_others(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IWGRP | stat.S_IWOTH)) and not bool(mode & stat.S_ISVTX)

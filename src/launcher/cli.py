@@ -1,0 +1,56 @@
+"""The click application: one module per subcommand under `commands/`."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from launcher import __version__
+from launcher.errors import LauncherError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    """Every launcher message: stderr, one line, prefixed."""
+    click.echo(f"launcher: {message}", err=True)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn a LauncherError into one clear line and its exit code, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LauncherError as exc:
+            say(exc.line())
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="launcher")
+def cli() -> None:
+    """Give every Python process of a job ABI-matched runtime packages and native preloads."""
+
+
+def _register() -> None:
+    from launcher.commands import build, run
+
+    cli.add_command(run.run)
+    cli.add_command(build.build)
+    for name in ("doctor", "config_cmd", "cache_cmd", "prewarm"):
+        try:
+            mod = __import__(f"launcher.commands.{name}", fromlist=["command"])
+        except ImportError:
+            continue
+        cli.add_command(mod.command)
+
+
+_register()

@@ -1,0 +1,64 @@
+"""Options shared by `run`, `doctor -- CMD` and `prewarm`: one definition each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+# (click declaration, config key)
+RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
+    (click.option("--with", "with_", multiple=True, metavar="REQ",
+                  help="A requirement every descendant interpreter must be able to import (repeatable)."), "with"),
+    (click.option("--with-requirements", multiple=True, metavar="FILE", type=click.Path(),
+                  help="A requirements file (repeatable)."), "with-requirements"),
+    (click.option("--with-priority", type=click.Choice(["last", "first"]),
+                  help="Put the runtime tree after (default) or before the interpreter's site-packages."),
+     "with-priority"),
+    (click.option("--find-links", multiple=True, metavar="DIR|URL", help="Passed to the installer."),
+     "find-links"),
+    (click.option("--index-url", metavar="URL", help="Passed to the installer."), "index-url"),
+    (click.option("--offline", is_flag=True, default=None, help="Install only from local sources."),
+     "offline"),
+    (click.option("--python", "python", multiple=True, metavar="PATH",
+                  help="An interpreter to prepare before launch (repeatable)."), "python"),
+    (click.option("--preload", multiple=True, metavar="LIB",
+                  help="A library to preload into every Python descendant: path, soname or "
+                       "jemalloc/tcmalloc/asan (repeatable)."), "preload"),
+    (click.option("--preload-scope", type=click.Choice(["python", "all"]),
+                  help="Preload into Python descendants only (default) or into every process."),
+     "preload-scope"),
+    (click.option("--preload-missing", type=click.Choice(["reexec", "warn", "ignore"]),
+                  help="What an interpreter not started through the shim does (default reexec)."),
+     "preload-missing"),
+    (click.option("--cache-dir", metavar="DIR", help="Cache root (default: LAUNCHER_CACHE_DIR or the "
+                                                       "user cache dir)."), "cache-dir"),
+    (click.option("--record", is_flag=True, default=None,
+                  help="Record every interpreter start (ABI, tree, preloads mapped) for doctor."),
+     "record"),
+]
+PARAM_TO_KEY = {"with_": "with", "with_requirements": "with-requirements", "with_priority": "with-priority",
+                "find_links": "find-links", "index_url": "index-url", "offline": "offline",
+                "python": "python", "preload": "preload", "preload_scope": "preload-scope",
+                "preload_missing": "preload-missing", "cache_dir": "cache-dir", "record": "record"}
+
+
+def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator, _key in reversed(RUNTIME_OPTIONS):
+        fn = decorator(fn)
+    return fn
+
+
+def explicit_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Only the options the user actually gave (so env and file can fill the rest)."""
+    out: dict[str, Any] = {}
+    for name, key in PARAM_TO_KEY.items():
+        if name not in params:
+            continue
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        value = params[name]
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,42 @@
+"""`launcher run [OPTIONS] [--] COMMAND [ARGS]...`"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from launcher.cli import reports_errors, say
+from launcher.commands.options import explicit_flags, runtime_options
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@runtime_options
+@click.option("-q", "--quiet", is_flag=True, help="Say nothing unless something fails.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what is prepared.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+@reports_errors
+def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, **params: Any) -> None:
+    """Run COMMAND so every Python it starts gets the runtime and preloads.
+
+    COMMAND is exec'd: its exit code, signals and stdio are its own.
+    """
+    from launcher import _fastrun
+    from launcher.plan import prepare
+
+    talk = (lambda m: None) if quiet else say
+    prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=talk,
+                       verbose=verbose or (not quiet and sys.stderr.isatty()))
+    if verbose:
+        for pi in prepared.interpreters:
+            say(f"{pi.interpreter.executable}: {pi.interpreter.abi_key}, runtime "
+                f"{pi.tree.name if pi.tree else '-'} ({pi.state})")
+        say(f"exec {' '.join(prepared.argv)}")
+    if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None:
+        _fastrun.remember(["run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else [],
+                          os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
+                          prepared.watch, str(prepared.layout.root))
+    sys.exit(prepared.exec())

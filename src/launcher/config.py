@@ -1,0 +1,195 @@
+"""Resolved settings: flags win, then LAUNCHER_* variables, then the project
+file (`[tool.launcher]` in the nearest pyproject.toml, or launcher.toml),
+then defaults.  Every value remembers where it came from, for
+`launcher config`, and a bad value names its source, its key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from launcher.errors import UsageError
+
+LIST_KEYS = ("with", "with-requirements", "find-links", "python", "preload")
+
+
+class Settings(BaseModel):
+    """Everything `launcher run` takes that may also live in a file or the environment."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    with_: list[str] = Field(default_factory=list, alias="with")
+    with_requirements: list[str] = Field(default_factory=list, alias="with-requirements")
+    with_priority: Literal["last", "first"] = Field("last", alias="with-priority")
+    find_links: list[str] = Field(default_factory=list, alias="find-links")
+    index_url: str | None = Field(None, alias="index-url")
+    offline: bool = False
+    python: list[str] = Field(default_factory=list)
+    preload: list[str] = Field(default_factory=list)
+    preload_scope: Literal["python", "all"] = Field("python", alias="preload-scope")
+    preload_missing: Literal["reexec", "warn", "ignore"] = Field("reexec", alias="preload-missing")
+    cache_dir: str | None = Field(None, alias="cache-dir")
+    lock_timeout: float = Field(900.0, alias="lock-timeout", gt=0)
+    failure_ttl: float = Field(60.0, alias="failure-ttl", ge=0)
+    record: bool = False
+
+    @field_validator("with_")
+    @classmethod
+    def _requirements_parse(cls, v: list[str]) -> list[str]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        for r in v:
+            try:
+                Requirement(r)
+            except InvalidRequirement as exc:
+                raise ValueError(f"{r!r} is not a PEP 508 requirement ({exc})") from None
+        return v
+
+
+KEYS: dict[str, str] = {
+    (f.alias or name): name for name, f in Settings.model_fields.items()
+}
+
+
+def env_name(key: str) -> str:
+    return "LAUNCHER_" + key.upper().replace("-", "_")
+
+
+@dataclass
+class Resolved:
+    settings: Settings
+    sources: dict[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+
+
+def find_config_file(start: Path) -> tuple[Path | None, list[Path]]:
+    """The nearest launcher.toml or pyproject.toml with [tool.launcher], and
+    every path looked at (the fast path re-checks them)."""
+    looked: list[Path] = []
+    d = start.resolve()
+    while True:
+        for name in ("launcher.toml", "pyproject.toml"):
+            p = d / name
+            looked.append(p)
+            if p.is_file() and (name == "launcher.toml" or _has_tool_launcher(p)):
+                return p, looked
+        if d.parent == d:
+            return None, looked
+        d = d.parent
+
+
+def _has_tool_launcher(p: Path) -> bool:
+    try:
+        return "[tool.launcher" in p.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _read_file(p: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{p}: cannot parse: {exc}", fix="fix the TOML syntax") from None
+    if p.name == "pyproject.toml":
+        data = data.get("tool", {}).get("launcher", {})
+        if not isinstance(data, dict):
+            raise UsageError(f"{p}: [tool.launcher] must be a table")
+    return data
+
+
+def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in KEYS:
+        raw = environ.get(env_name(key))
+        if raw is None or key == "python":
+            # LAUNCHER_PYTHON would be ambiguous with interpreters; --python only.
+            continue
+        if key in LIST_KEYS:
+            out[key] = [x.strip() for x in raw.split(",") if x.strip()]
+        elif key in ("offline", "record"):
+            out[key] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            out[key] = raw
+    return out
+
+
+def resolve(
+    flags: dict[str, Any],
+    *,
+    cwd: Path | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    config_file: Path | None = None,
+) -> Resolved:
+    """Merge defaults < file < env < flags, validating each layer with its source named."""
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    if config_file is None:
+        config_file, _ = find_config_file(cwd)
+    merged: dict[str, Any] = {}
+    sources = {k: "default" for k in KEYS}
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config_file is not None:
+        layers.append((str(config_file), _read_file(config_file)))
+    layers.append(("environment", _from_env(environ)))
+    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+    for source, values in layers:
+        for key, value in values.items():
+            if key not in KEYS:
+                raise UsageError(
+                    f"{source}: unknown key {key!r}",
+                    fix="allowed keys: " + ", ".join(sorted(KEYS)),
+                )
+            if source != "command line" and key in ("find-links", "with-requirements", "cache-dir") \
+                    and config_file is not None and source == str(config_file):
+                value = _relative_to(config_file.parent, value)
+            _check_one(source, key, value)
+            merged[key] = value
+            sources[key] = source
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:  # pragma: no cover - each layer was validated above
+        raise UsageError(str(exc)) from None
+    return Resolved(settings=settings, sources=sources, config_file=config_file)
+
+
+def _relative_to(base: Path, value: Any) -> Any:
+    if isinstance(value, list):
+        return [str(base / v) if isinstance(v, str) and "://" not in v else v for v in value]
+    if isinstance(value, str) and "://" not in value:
+        return str(base / value)
+    return value
+
+
+def _check_one(source: str, key: str, value: Any) -> None:
+    try:
+        Settings.model_validate({key: value})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        allowed = _allowed(key)
+        where = f"{env_name(key)}" if source == "environment" else f"{source}: {key}"
+        raise UsageError(
+            f"{where} = {value!r} is invalid: {err['msg']}",
+            fix=f"use {allowed}" if allowed else None,
+        ) from None
+
+
+def _allowed(key: str) -> str:
+    name = KEYS[key]
+    ann = Settings.model_fields[name].annotation
+    args = getattr(ann, "__args__", ())
+    if args and all(isinstance(a, str) for a in args):
+        return " or ".join(repr(a) for a in args)
+    if key in LIST_KEYS:
+        return "a list of strings"
+    return {"offline": "true or false", "record": "true or false",
+            "lock-timeout": "a number of seconds > 0", "failure-ttl": "a number of seconds >= 0",
+            "index-url": "a URL", "cache-dir": "a directory path"}.get(key, "")

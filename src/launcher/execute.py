@@ -1,0 +1,90 @@
+"""The last step: build the child's environment and exec the command.
+
+Stdlib only and import-light: the warm fast path (`_fastrun`) and the full
+path share these functions, so both behave identically.  `exec` keeps our
+pid, so exit codes, signals and stdio pass straight through.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Every variable this launcher sets for its children.  A nested launch
+# replaces all of them (the inner launch owns its subtree) except the run id.
+OURS = (
+    "LAUNCHER_BOOTSTRAP", "LAUNCHER_CACHE_DIR", "LAUNCHER_SPEC", "LAUNCHER_PRIORITY",
+    "LAUNCHER_SELF_PYTHON", "LAUNCHER_SHIM_DIR", "LAUNCHER_PRELOAD_LIBS",
+    "LAUNCHER_PRELOAD_SCOPE", "LAUNCHER_PRELOAD_MISSING", "LAUNCHER_FAILURE_TTL",
+    "LAUNCHER_RECORD", "LAUNCHER_VERBOSE",
+)
+
+
+def new_run_id() -> str:
+    import time
+
+    return "%x-%d" % (time.time_ns(), os.getpid())
+
+
+def child_env(environ: dict[str, str] | os._Environ[str], ours: dict[str, str],
+              ld_preload: str | None = None) -> dict[str, str]:
+    """`environ` with our variables applied.
+
+    PYTHONPATH keeps every user entry, in order, with our bootstrap first and
+    exactly once (an outer launch's bootstrap is dropped).  Nothing else of
+    the caller's changes, except LD_PRELOAD when preloads apply to all.
+    """
+    env = dict(environ)
+    old_boot = env.get("LAUNCHER_BOOTSTRAP")
+    for k in OURS:
+        env.pop(k, None)
+    env.update(ours)
+    boot = ours["LAUNCHER_BOOTSTRAP"]
+    user = environ.get("PYTHONPATH")
+    kept = [p for p in user.split(os.pathsep) if p != boot and p != old_boot] if user else []
+    env["PYTHONPATH"] = os.pathsep.join([boot, *kept]) if kept else boot
+    env.setdefault("LAUNCHER_RUN_ID", new_run_id())
+    if ld_preload is not None:
+        cur = environ.get("LD_PRELOAD")
+        env["LD_PRELOAD"] = ld_preload + (":" + cur if cur else "")
+    return env
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"launcher: {message}\n")
+    sys.stderr.flush()
+
+
+def exec_command(argv: list[str], env: dict[str, str]) -> int:
+    """Replace this process with `argv`; return an exit code only on failure."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        say(f"command not found: {argv[0]}")
+        return 127
+    except PermissionError:
+        say(f"permission denied: {argv[0]} is not executable")
+        return 126
+    except OSError as exc:
+        say(f"cannot run {argv[0]}: {exc.strerror or exc}")
+        return 126
+    return 0  # pragma: no cover - exec does not return
+
+
+def which(name: str, path: str | None) -> str | None:
+    """Resolve `name` the way execvp will (so 127/126 are decided up front)."""
+    if "/" in name:
+        return name if os.path.exists(name) else None
+    found_not_exec = None
+    for d in (path if path is not None else os.defpath).split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand):
+            if os.access(cand, os.X_OK):
+                return cand
+            found_not_exec = found_not_exec or cand
+    return found_not_exec

@@ -1,0 +1,468 @@
+# launcher gate: runs at start-up in every Python interpreter started under
+# `launcher run`, because the launcher puts this file's directory first on
+# PYTHONPATH.  Rules (see DESIGN.md): stdlib only, CPython 3.8+ and PyPy,
+# no threads, nothing on stdout, never raise, and on the matched path nothing
+# but a few stats -- every import below that is not `os`/`sys` lives inside a
+# function that only the miss path, the preload path or chaining reaches.
+import os
+import sys
+
+FORMAT = 1
+MANIFEST = ".launcher-manifest.json"
+PLUGINS = ".launcher-plugins"
+
+
+def abi_key():
+    """Readable, exact identity of this interpreter's ABI.
+
+    The first extension suffix carries implementation, version, abiflags
+    (`t` free-threaded, `d` debug) and the platform triplet (machine, OS,
+    libc family); the C library version comes from confstr.  Both are
+    already-loaded builtins, so this costs microseconds.  `cache_tag` is
+    NOT used: it is `cpython-313` for cp313 and cp313t alike.
+    """
+    import _imp
+
+    suffix = _imp.extension_suffixes()[0]
+    tag = suffix[1:]
+    if tag.endswith(".so") or tag.endswith(".pyd"):
+        tag = tag.rsplit(".", 1)[0]
+    if not tag or tag in ("so", "pyd"):
+        impl = sys.implementation
+        tag = "%s-%d%d%s-%s" % (
+            impl.name,
+            sys.version_info[0],
+            sys.version_info[1],
+            getattr(sys, "abiflags", ""),
+            os.uname().machine,
+        )
+    if tag.startswith("cpython-"):
+        tag = "cp" + tag[len("cpython-"):]
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):
+        libc = ""
+    if libc:
+        libc = libc.replace(" ", "")
+    elif sys.platform.startswith("linux"):
+        libc = "musl"
+    else:
+        libc = sys.platform
+    return tag + "-" + libc
+
+
+def _say(msg):
+    # One line, stderr only; stderr may be closed or broken in a daemon.
+    try:
+        sys.stderr.write("launcher: " + msg + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _jstr(s):
+    out = []
+    for ch in str(s):
+        o = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif o < 0x20:
+            out.append("\\u%04x" % o)
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _record(env, event, **fields):
+    """Append one JSON line to this run's record (cheap: one open/write)."""
+    run = env.get("LAUNCHER_RUN_ID")
+    cache = env.get("LAUNCHER_CACHE_DIR")
+    if not run or not cache:
+        return
+    fields["event"] = event
+    fields["pid"] = os.getpid()
+    fields["ppid"] = os.getppid()
+    parts = []
+    for k, v in fields.items():
+        if v is None:
+            parts.append('"%s": null' % k)
+        elif v is True or v is False:
+            parts.append('"%s": %s' % (k, "true" if v else "false"))
+        elif isinstance(v, int):
+            parts.append('"%s": %d' % (k, v))
+        elif isinstance(v, (list, tuple)):
+            parts.append('"%s": [%s]' % (k, ", ".join(_jstr(x) for x in v)))
+        else:
+            parts.append('"%s": %s' % (k, _jstr(v)))
+    line = ("{" + ", ".join(parts) + "}\n").encode("utf-8", "replace")
+    path = cache + "/runs/" + run + ".jsonl"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        try:
+            os.makedirs(cache + "/runs", 0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError:
+            return
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _place(tree, priority):
+    path = sys.path
+    if tree in path:
+        return
+    if priority == "first":
+        for i, p in enumerate(path):
+            if p.endswith("site-packages") or p.endswith("dist-packages"):
+                path.insert(i, tree)
+                return
+    path.append(tree)
+
+
+def _build(env, key, tree, exe):
+    """Miss path: ask the launcher (its own interpreter, scrubbed env) to build."""
+    cache = env["LAUNCHER_CACHE_DIR"]
+    spec = env.get("LAUNCHER_SPEC", "")
+    failed = cache + "/failures/" + key + "-" + spec + ".json"
+    try:
+        ttl = float(env.get("LAUNCHER_FAILURE_TTL", "60"))
+    except ValueError:
+        ttl = 60.0
+    import time
+
+    try:
+        if time.time() - os.stat(failed).st_mtime < ttl:
+            _say(
+                "runtime for %s is unavailable (a build failed moments ago); "
+                "continuing without it. Run 'launcher doctor' for the reason." % key
+            )
+            return "failed-recently"
+    except OSError:
+        pass
+    launcher_python = env.get("LAUNCHER_SELF_PYTHON")
+    if not launcher_python or not os.path.exists(launcher_python):
+        _say("cannot build the runtime for %s: the launcher's interpreter %r is gone; "
+             "continuing without it. Run 'launcher doctor'." % (key, launcher_python))
+        return "no-launcher"
+    import subprocess
+
+    child_env = _scrubbed_env(env)
+    argv = [
+        launcher_python, "-I", "-m", "launcher", "_build",
+        "--python", exe or "",
+        "--spec", spec,
+        "--expect-key", key,
+        "--cache-dir", cache,
+        "--run-id", env.get("LAUNCHER_RUN_ID", ""),
+        "--requested-by", str(os.getpid()),
+        "--failure-ttl", str(ttl),
+    ]
+    start = time.time()
+    try:
+        # The builder's own output must never reach the workload's stdout.
+        proc = subprocess.run(
+            argv, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        _say("cannot start the launcher to build the runtime for %s (%s); continuing "
+             "without it. Run 'launcher doctor'." % (key, exc))
+        return "no-launcher"
+    if proc.returncode == 0 and os.path.exists(tree + "/" + MANIFEST):
+        _record(env, "built", key=key, tree=tree, seconds=int(time.time() - start))
+        return "built"
+    reason = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+    _say(
+        "could not build the runtime for %s (%s); continuing without it. "
+        "Run 'launcher doctor' for details."
+        % (key, reason[-1].replace("launcher: ", "") if reason else "exit %d" % proc.returncode)
+    )
+    return "failed"
+
+
+def _scrubbed_env(env):
+    """What the installer sees: no gate, no preloads of ours, no LAUNCHER_*."""
+    out = {}
+    boot = env.get("LAUNCHER_BOOTSTRAP", "")
+    for k, v in env.items():
+        if k.startswith("LAUNCHER_") and k != "LAUNCHER_CACHE_DIR":
+            continue
+        if k == "PYTHONPATH":
+            kept = [p for p in v.split(os.pathsep) if p and p != boot]
+            if not kept:
+                continue
+            v = os.pathsep.join(kept)
+        out[k] = v
+    orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
+    if orig is not None:
+        if orig.startswith("set:"):
+            out["LD_PRELOAD"] = orig[4:]
+        else:
+            out.pop("LD_PRELOAD", None)
+    return out
+
+
+def _ensure_pyc():
+    # With PYTHONDONTWRITEBYTECODE the import system never caches us, and
+    # compiling this file at every start would cost more than the gate itself.
+    cached = globals().get("__cached__")
+    if not cached or not sys.dont_write_bytecode or os.path.exists(cached):
+        return
+    try:
+        import py_compile
+
+        py_compile.compile(__file__, cfile=cached, doraise=True)
+    except Exception:
+        pass
+
+
+def _load_plugins(env, tree):
+    try:
+        f = open(tree + "/" + PLUGINS, encoding="utf-8")
+    except OSError:
+        return
+    with f:
+        lines = f.read().splitlines()
+    import importlib
+
+    for line in lines:
+        name, _, target = line.partition("=")
+        name, target = name.strip(), target.strip()
+        if not target:
+            continue
+        modname, _, attr = target.partition(":")
+        try:
+            obj = importlib.import_module(modname.strip())
+            for part in attr.strip().split(".") if attr.strip() else ():
+                obj = getattr(obj, part)
+            if attr and callable(obj):
+                obj()
+        except BaseException as exc:  # a broken plugin must not take the workload down
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            _record(env, "plugin-skipped", plugin=name, target=target,
+                    error="%s: %s" % (type(exc).__name__, exc))
+            if env.get("LAUNCHER_VERBOSE"):
+                _say("plugin %s skipped: %s: %s" % (name, type(exc).__name__, exc))
+            continue
+        _record(env, "plugin-loaded", plugin=name, target=target)
+
+
+def _chain(boot):
+    """Run the sitecustomize we shadow (venv's, Debian's, a user's) once."""
+    try:
+        from _frozen_importlib_external import PathFinder
+    except ImportError:  # PyPy and others
+        from importlib.machinery import PathFinder
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if p and p != boot and p != here]
+    spec = PathFinder.find_spec("sitecustomize", rest)
+    if spec is None or spec.loader is None:
+        return
+    mod = type(sys)("sitecustomize")
+    mod.__file__ = spec.origin
+    mod.__spec__ = spec
+    mod.__loader__ = spec.loader
+    if spec.cached:
+        mod.__cached__ = spec.cached
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        # What CPython itself prints for a failing sitecustomize.
+        try:
+            sys.stderr.write(
+                "Error in sitecustomize; set PYTHONVERBOSE for traceback:\n"
+                "%s: %s\n" % (type(exc).__name__, exc)
+            )
+        except Exception:
+            pass
+    sys.modules["launcher_chained_sitecustomize"] = mod
+
+
+def shim_path(shim_dir, real):
+    """Where the shim for interpreter `real` (path kept unresolved) lives."""
+    import zlib
+
+    return "%s/%s-%08x" % (shim_dir, os.path.basename(real), zlib.crc32(real.encode("utf-8", "surrogateescape")))
+
+
+def _sh_quote(s):
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def shim_text(path, real, preloads):
+    """A /bin/sh shim: remember the caller's LD_PRELOAD (unset distinct from
+    empty), put ours first, mark this pid, exec the real interpreter by its
+    unresolved path (so a venv stays a venv)."""
+    return (
+        "#!/bin/sh\n"
+        "# launcher preload shim for %(real)s -- generated, do not edit\n"
+        'if [ "${LD_PRELOAD+set}" = set ]; then LAUNCHER_ORIG_LD_PRELOAD="set:$LD_PRELOAD"; '
+        "else LAUNCHER_ORIG_LD_PRELOAD=unset; fi\n"
+        'LD_PRELOAD=%(pre)s"${LD_PRELOAD:+:$LD_PRELOAD}"\n'
+        "LAUNCHER_SHIM_PID=$$\n"
+        "LAUNCHER_SHIM=%(self)s\n"
+        "export LD_PRELOAD LAUNCHER_ORIG_LD_PRELOAD LAUNCHER_SHIM_PID LAUNCHER_SHIM\n"
+        'exec %(real)s "$@"\n'
+    ) % {"real": _sh_quote(real), "pre": _sh_quote(":".join(preloads)), "self": _sh_quote(path)}
+
+
+def write_shim(shim_dir, real, preloads):
+    """Create (atomically, idempotently) the shim for `real`; return its path."""
+    path = shim_path(shim_dir, real)
+    text = shim_text(path, real, preloads)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs(shim_dir, 0o755, exist_ok=True)
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, path)
+    return path
+
+
+def mapped(names):
+    """Which of `names` (paths or sonames) are really mapped into this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return None
+    out = []
+    for n in names:
+        base = os.path.basename(n)
+        if ("/" + base) in maps or (os.path.realpath(n) in maps):
+            out.append(n)
+    return out
+
+
+def _preloads(env):
+    """Return True when this process came up through a shim of ours."""
+    shim_dir = env.get("LAUNCHER_SHIM_DIR")
+    if not shim_dir:
+        return False
+    pid = str(os.getpid())
+    via_shim = env.get("LAUNCHER_SHIM_PID") == pid
+    shim = env.get("LAUNCHER_SHIM") if via_shim else None
+    if not via_shim:
+        policy = env.get("LAUNCHER_PRELOAD_MISSING", "reexec")
+        if policy == "reexec":
+            _reexec(env, shim_dir)  # returns only when it must not or could not
+        elif policy == "warn":
+            _say("this interpreter (pid %s) was not started through the launcher's shim, "
+                 "so its preloads are not loaded (--preload-missing=warn)" % pid)
+        if sys.executable:
+            try:
+                shim = write_shim(shim_dir, sys.executable, env.get("LAUNCHER_PRELOAD_LIBS", "").split(":"))
+            except OSError:
+                shim = None
+    if shim:
+        # Children started "the Python way" (multiprocessing, torchrun,
+        # subprocess with sys.executable) go through the shim and get preloads.
+        sys.executable = shim
+        mp = sys.modules.get("multiprocessing.spawn")
+        if mp is not None:
+            try:
+                mp.set_executable(shim)
+            except Exception:
+                pass
+        os.environ["PYTHON_EXEC"] = shim
+    orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
+    if via_shim and orig is not None:
+        # Non-Python children (/bin/sh, compilers, git) see the caller's value.
+        if orig.startswith("set:"):
+            os.environ["LD_PRELOAD"] = orig[4:]
+        else:
+            os.environ.pop("LD_PRELOAD", None)
+    return via_shim
+
+
+def _reexec(env, shim_dir):
+    """Re-exec once through the shim with the exact original argv."""
+    pid = str(os.getpid())
+    if env.get("LAUNCHER_REEXEC_PID") == pid:
+        return  # we already tried in this process: never loop
+    exe = sys.executable
+    if not exe:
+        return
+    try:
+        # An embedded interpreter (uwsgi, blender, ld.so --preload) is not
+        # the binary sys.executable names: never re-exec it.
+        if os.path.realpath("/proc/self/exe") != os.path.realpath(exe):
+            return
+    except OSError:
+        return
+    argv = getattr(sys, "orig_argv", None) or _orig_argv()
+    if not argv:
+        return
+    try:
+        shim = write_shim(shim_dir, exe, env.get("LAUNCHER_PRELOAD_LIBS", "").split(":"))
+    except OSError as exc:
+        _say("cannot write the preload shim in %s (%s); preloads are not loaded here" % (shim_dir, exc))
+        return
+    os.environ["LAUNCHER_REEXEC_PID"] = pid
+    try:
+        os.execv(shim, [shim] + list(argv[1:]))
+    except OSError as exc:
+        _say("could not re-exec through the preload shim %s (%s)" % (shim, exc))
+
+
+def _orig_argv():
+    # 3.8/3.9 have no sys.orig_argv; /proc has the exact command line.
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
+
+
+def _main():
+    env = os.environ
+    boot = env.get("LAUNCHER_BOOTSTRAP")
+    if not boot:
+        return
+    exe = sys.executable  # the real interpreter, before the shim replaces it
+    via_shim = _preloads(env) if env.get("LAUNCHER_SHIM_DIR") else None
+    cache = env.get("LAUNCHER_CACHE_DIR")
+    spec = env.get("LAUNCHER_SPEC")
+    key = tree = None
+    state = "no-spec"
+    if cache and spec:
+        key = abi_key()
+        tree = cache + "/trees/" + key + "-" + spec
+        if os.path.exists(tree + "/" + MANIFEST):
+            state = "hit"
+        else:
+            _ensure_pyc()
+            state = _build(env, key, tree, exe)
+        if state == "hit" or state == "built":
+            _place(tree, env.get("LAUNCHER_PRIORITY", "last"))
+            _load_plugins(env, tree)
+    if state != "hit" or env.get("LAUNCHER_RECORD"):
+        preloads = env.get("LAUNCHER_PRELOAD_LIBS", "")
+        _record(
+            env, "gate", key=key or abi_key(), state=state, tree=tree,
+            executable=sys.executable, via_shim=via_shim,
+            preloads_mapped=mapped(preloads.split(":")) if preloads and env.get("LAUNCHER_RECORD") else None,
+        )
+    _ensure_pyc()
+    _chain(boot)
+
+
+if __name__ == "sitecustomize":
+    try:
+        _main()
+    except BaseException as _exc:  # never raise from start-up: SystemExit here is fatal
+        if isinstance(_exc, KeyboardInterrupt):
+            pass
+        _say("start-up gate error (%s: %s); the program continues. Run 'launcher doctor'."
+             % (type(_exc).__name__, _exc))

@@ -1,0 +1,126 @@
+"""Interpreter discovery: who is this Python, ABI-wise?
+
+Like virtualenv's discovery, a standalone script (`_probe_script.py`) runs
+inside the target with `-I -S` and reports its identity; the answer is cached
+by (path, realpath, mtime_ns, size) so an interpreter is probed once, not per
+run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from launcher import bootstrap
+from launcher.cache import CacheLayout
+from launcher.errors import UsageError
+
+PROBE_SCRIPT = Path(__file__).with_name("_probe_script.py")
+PROBE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    executable: str
+    realpath: str
+    implementation: str
+    version: str
+    abi_key: str
+    cache_tag: str
+    ext_suffixes: list[str]
+    abiflags: str
+    gil_disabled: bool
+    py_debug: bool
+    machine: str
+    pointer_bits: int
+    libc: str | None
+    elf_interpreter: str | None
+    musl: bool
+    prefix: str
+    base_prefix: str
+    is_venv: bool
+    stdlib: str | None
+    site_packages: list[str]
+    user_site: str | None
+    sitecustomize: str | None
+    version_info: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Interpreter:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        impl = "PyPy" if self.implementation == "pypy" else "CPython"
+        ft = " free-threaded" if self.gil_disabled else ""
+        return f"{impl} {self.version}{ft}"
+
+
+def _fingerprint(path: str) -> tuple[str, str, int, int]:
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return path, real, st.st_mtime_ns, st.st_size
+
+
+def _cache_file(layout: CacheLayout, fp: tuple[str, str, int, int]) -> Path:
+    raw = json.dumps([PROBE_VERSION, bootstrap.gate_digest(), *fp]).encode()
+    return layout.probes / f"{hashlib.sha256(raw).hexdigest()[:20]}.json"
+
+
+def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: str | None = None) -> Interpreter:
+    """Probe `path` (kept unresolved: a venv's python is not its base)."""
+    exe = os.path.abspath(os.fspath(path))
+    try:
+        fp = _fingerprint(exe)
+    except OSError as exc:
+        raise UsageError(
+            f"interpreter {exe} not found: {exc.strerror or exc}",
+            fix="pass the path of an existing python with --python",
+        ) from None
+    cached = _cache_file(layout, fp)
+    try:
+        interp = Interpreter.from_dict(json.loads(cached.read_text()))
+        if compile_gate is None or _has_pyc(compile_gate, interp):
+            return interp
+    except (OSError, ValueError, TypeError):
+        pass
+    argv = [exe, "-I", "-S", str(PROBE_SCRIPT), str(bootstrap.GATE_SOURCE)]
+    if compile_gate:
+        argv = [exe, "-I", "-S", str(PROBE_SCRIPT), compile_gate, "compile-gate"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_") and k != "LD_PRELOAD"}
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(
+            f"cannot run {exe} to probe it: {exc}",
+            fix="check that it is a working Python interpreter",
+        ) from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(
+            f"{exe} is not a Python interpreter the launcher can use (probe failed: {tail})",
+            fix="pass a CPython 3.8+ or PyPy interpreter",
+        )
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise UsageError(f"probing {exe} printed something unexpected: {proc.stdout[:200]!r}") from None
+    interp = Interpreter.from_dict(data)
+    layout.probes.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(interp.to_dict()))
+    os.replace(tmp, cached)
+    return interp
+
+
+def _has_pyc(gate_file: str, interp: Interpreter) -> bool:
+    pyc = Path(gate_file).parent / "__pycache__" / f"sitecustomize.{interp.cache_tag}.pyc"
+    return pyc.exists()

@@ -1,0 +1,476 @@
+"""Runtime trees: one per (interpreter ABI, requirement set).
+
+Correctness comes from the publish, not the lock (locks may be local-only on
+NFS): a tree is built in a sibling temp dir, validated against the target's
+extension suffixes, given a manifest last, fsynced and renamed into place.
+Readers trust only trees with a manifest.  The lock merely stops N cold
+workers from building N times; a failed build is remembered for a short while
+so they do not retry serially.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from launcher.cache import TREE_FORMAT, CacheLayout
+from launcher.errors import BuildError
+from launcher.probe import Interpreter
+from launcher.spec import Spec
+
+MANIFEST = ".launcher-manifest.json"
+PLUGINS = ".launcher-plugins"
+PLUGIN_GROUP = "launcher.plugins"
+_EXT_TAG = re.compile(r"(\.(?:cpython-[^./]+|pypy[^./]+|abi3))\.(?:so|pyd)$")
+
+
+class FileEntry(BaseModel):
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+class Distribution(BaseModel):
+    name: str
+    version: str
+
+
+class Manifest(BaseModel):
+    format: int
+    abi_key: str
+    spec_hash: str
+    interpreter: str
+    interpreter_version: str
+    requirements: list[str]
+    find_links: list[str]
+    index_url: str | None
+    distributions: list[Distribution]
+    plugins: list[str]
+    built_at: float
+    build_seconds: float
+    uv_version: str | None
+    files: list[FileEntry]
+    checksum: str = ""
+
+    def compute_checksum(self) -> str:
+        body = self.model_dump(exclude={"checksum"})
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    path: Path
+    state: str  # "present" | "built" | "rebuilt"
+    manifest: Manifest
+
+
+class Failure(BaseModel):
+    abi_key: str
+    spec_hash: str
+    interpreter: str
+    error: str
+    log: str
+    at: float
+
+
+# ---------------------------------------------------------------- validation
+
+
+def foreign_extensions(root: Path, interp: Interpreter) -> list[tuple[str, str]]:
+    """Extension modules under `root` this interpreter cannot import: (relpath, why)."""
+    bad = []
+    suffixes = set(interp.ext_suffixes)
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            m = _EXT_TAG.search(name)
+            if not m:
+                continue
+            suffix = m.group(0)
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            if suffix not in suffixes:
+                bad.append((rel, f"built for {built_for(suffix)}"))
+            elif interp.gil_disabled and m.group(1) == ".abi3":
+                bad.append((rel, "abi3 (the stable ABI does not serve free-threaded builds)"))
+    return bad
+
+
+def built_for(suffix: str) -> str:
+    """`.cpython-311-x86_64-linux-gnu.so` -> `cp311 (x86_64-linux-gnu)`."""
+    tag = suffix.lstrip(".").rsplit(".", 1)[0]
+    if tag.startswith("cpython-"):
+        ver, _, plat = tag[len("cpython-"):].partition("-")
+        return f"cp{ver}" + (f" ({plat})" if plat else "")
+    return tag
+
+
+def read_manifest(tree: Path) -> Manifest | None:
+    try:
+        return Manifest.model_validate_json((tree / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def verify(tree: Path, *, deep: bool = False) -> str | None:
+    """None when the published tree matches its manifest, else what is wrong."""
+    manifest = read_manifest(tree)
+    if manifest is None:
+        return "manifest missing or unreadable"
+    if manifest.checksum != manifest.compute_checksum():
+        return "manifest was modified after publishing"
+    for entry in manifest.files:
+        p = tree / entry.path
+        try:
+            st = p.lstat()
+        except OSError:
+            return f"{entry.path} is missing"
+        if st.st_size != entry.size:
+            return f"{entry.path} changed size"
+        if st.st_mtime_ns != entry.mtime_ns and not deep:
+            return f"{entry.path} was modified"
+        if deep and _sha256(p) != entry.sha256:
+            return f"{entry.path} content differs"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------- building
+
+
+def ensure_tree(
+    layout: CacheLayout,
+    interp: Interpreter,
+    spec: Spec,
+    *,
+    run_id: str = "",
+    requested_by: str = "",
+    lock_timeout: float = 900.0,
+    failure_ttl: float = 60.0,
+) -> TreeResult:
+    """The published, valid tree for (interp, spec); build it if needed."""
+    from filelock import FileLock, Timeout
+
+    target = layout.tree(interp.abi_key, spec.hash)
+    problem = verify(target) if (target / MANIFEST).exists() else "missing"
+    if problem is None:
+        manifest = read_manifest(target)
+        assert manifest is not None
+        return TreeResult(target, "present", manifest)
+
+    layout.ensure()
+    spec.save(layout)
+    lock_path = layout.lock(interp.abi_key, spec.hash)
+    lock = FileLock(str(lock_path), timeout=lock_timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = _lock_holder(lock_path)
+        raise BuildError(
+            f"timed out after {lock_timeout:.0f}s waiting for the build lock {lock_path}"
+            + (f" held by pid {holder}" if holder else ""),
+            fix="wait for that build to finish, or raise LAUNCHER_LOCK_TIMEOUT",
+        ) from None
+    try:
+        _lock_holder_path(lock_path).write_text(str(os.getpid()))
+        # Double-checked: the holder before us may have published it.
+        problem = verify(target) if (target / MANIFEST).exists() else "missing"
+        if problem is None:
+            manifest = read_manifest(target)
+            assert manifest is not None
+            _log_install(layout, interp, spec, run_id, requested_by, "reused", 0.0, target)
+            return TreeResult(target, "present", manifest)
+        recent = recent_failure(layout, interp.abi_key, spec.hash, failure_ttl)
+        if recent is not None:
+            raise BuildError(f"{recent.error} (failed {time.time() - recent.at:.0f}s ago)")
+        _clean_stale_tmps(layout, interp.abi_key, spec.hash)
+        start = time.time()
+        try:
+            manifest = _build(layout, interp, spec, target)
+        except BuildError as exc:
+            _remember_failure(layout, interp, spec, exc)
+            _log_install(layout, interp, spec, run_id, requested_by, "failed", time.time() - start, target, exc.message)
+            raise
+        state = "built" if problem == "missing" else "rebuilt"
+        _log_install(layout, interp, spec, run_id, requested_by, state, time.time() - start, target,
+                     None if problem == "missing" else problem)
+        return TreeResult(target, state, manifest)
+    finally:
+        try:
+            _lock_holder_path(lock_path).unlink()
+        except OSError:
+            pass
+        lock.release()
+
+
+def _lock_holder_path(lock_path: Path) -> Path:
+    return lock_path.with_suffix(".pid")
+
+
+def _lock_holder(lock_path: Path) -> int | None:
+    try:
+        return int(_lock_holder_path(lock_path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -> Manifest:
+    from launcher.uvbin import find_uv, uv_version
+
+    uv = find_uv()
+    tmp = layout.trees / f".tmp-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
+    tmp.mkdir(parents=True)
+    start = time.time()
+    try:
+        cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
+               "--link-mode", "copy", "--compile-bytecode", "--no-config", "--quiet"]
+        for link in spec.find_links:
+            cmd += ["--find-links", link]
+        if spec.index_url:
+            cmd += ["--index-url", spec.index_url]
+        if spec.offline:
+            cmd += ["--offline"]
+            if not spec.index_url:
+                cmd += ["--no-index"]
+        cmd += ["--", *spec.requirements]
+        proc = subprocess.run(cmd, env=installer_env(), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            summary = _summarise_uv_error(lines)
+            raise BuildError(
+                f"installing {' '.join(spec.requirements)} for {interp.abi_key} failed: {summary}",
+                fix="run 'launcher doctor' for the installer's full output",
+            ).with_log(proc.stderr)
+        bad = foreign_extensions(tmp, interp)
+        if bad:
+            rel, why = bad[0]
+            raise BuildError(
+                f"the installer produced {len(bad)} extension module(s) {interp.abi_key} cannot import, "
+                f"e.g. {rel} ({why})",
+                fix="pin a version that publishes wheels for this interpreter",
+            )
+        plugins = _collect_plugins(tmp)
+        if plugins:
+            (tmp / PLUGINS).write_text("".join(f"{p}\n" for p in plugins))
+        manifest = Manifest(
+            format=TREE_FORMAT,
+            abi_key=interp.abi_key,
+            spec_hash=spec.hash,
+            interpreter=interp.executable,
+            interpreter_version=interp.version,
+            requirements=list(spec.requirements),
+            find_links=list(spec.find_links),
+            index_url=spec.index_url,
+            distributions=_distributions(tmp),
+            plugins=plugins,
+            built_at=time.time(),
+            build_seconds=round(time.time() - start, 3),
+            uv_version=uv_version(uv),
+            files=_file_entries(tmp),
+        )
+        manifest.checksum = manifest.compute_checksum()
+        _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=1))
+        _fsync_dir(tmp)
+        _publish(tmp, target, layout)
+        _fsync_dir(target.parent)
+        try:
+            layout.failure(interp.abi_key, spec.hash).unlink()
+        except OSError:
+            pass
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _summarise_uv_error(lines: list[str]) -> str:
+    for ln in lines:
+        s = ln.strip().lstrip("×").strip()
+        if s.startswith(("No solution found", "Because")) or "not found" in s or "error:" in s:
+            return s
+    return lines[-1].strip() if lines else "no output"
+
+
+def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
+    if target.exists():
+        # An invalid tree (tampered, or from a killed pre-manifest era):
+        # move it aside first so readers never see a half state.
+        trash = layout.trees / f".trash-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
+        try:
+            os.rename(target, trash)
+        except FileNotFoundError:
+            pass
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.rename(tmp, target)
+    except OSError as exc:
+        import errno
+
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            # Someone without the lock (NFS) won the race: use theirs.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        raise
+
+
+def installer_env() -> dict[str, str]:
+    """The environment the installer runs in: it must not inject the launcher into itself."""
+    env = {}
+    boot = os.environ.get("LAUNCHER_BOOTSTRAP")
+    for k, v in os.environ.items():
+        if k.startswith("LAUNCHER_") or k in ("PYTHONPATH", "PYTHON_EXEC", "VIRTUAL_ENV"):
+            continue
+        env[k] = v
+    pp = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+          if p and p != boot and "/bootstrap/" not in p]
+    if pp:
+        env["PYTHONPATH"] = os.pathsep.join(pp)
+    orig = os.environ.get("LAUNCHER_ORIG_LD_PRELOAD")
+    if orig is not None:
+        if orig.startswith("set:"):
+            env["LD_PRELOAD"] = orig[4:]
+        else:
+            env.pop("LD_PRELOAD", None)
+    return env
+
+
+def _file_entries(root: Path) -> list[FileEntry]:
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out.append(FileEntry(path=str(p.relative_to(root)), size=st.st_size,
+                                 mtime_ns=st.st_mtime_ns, sha256=_sha256(p)))
+    out.sort(key=lambda e: e.path)
+    return out
+
+
+def _distributions(root: Path) -> list[Distribution]:
+    out = []
+    for meta in sorted(root.glob("*.dist-info/METADATA")):
+        name = version = ""
+        for line in meta.read_text(errors="replace").splitlines():
+            if line.startswith("Name:"):
+                name = line[5:].strip()
+            elif line.startswith("Version:"):
+                version = line[8:].strip()
+            elif not line:
+                break
+        out.append(Distribution(name=name, version=version))
+    return out
+
+
+def _collect_plugins(root: Path) -> list[str]:
+    """`name = module:attr` lines of the `launcher.plugins` entry-point group."""
+    import configparser
+
+    out = []
+    for ep in sorted(root.glob("*.dist-info/entry_points.txt")):
+        cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        cp.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            cp.read(ep)
+        except configparser.Error:
+            continue
+        if cp.has_section(PLUGIN_GROUP):
+            out.extend(f"{k} = {v}" for k, v in cp.items(PLUGIN_GROUP))
+    return out
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None:
+    """Remove temp dirs of killed builds of this tree (we hold its lock)."""
+    name = layout.tree_name(abi_key, spec_hash)
+    for p in layout.trees.glob(f".tmp-{name}-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in layout.trees.glob(f".trash-{name}-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+# ------------------------------------------------------- failures and records
+
+
+def recent_failure(layout: CacheLayout, abi_key: str, spec_hash: str, ttl: float) -> Failure | None:
+    path = layout.failure(abi_key, spec_hash)
+    try:
+        failure = Failure.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return failure if time.time() - failure.at < ttl else None
+
+
+def last_failure(layout: CacheLayout, abi_key: str, spec_hash: str) -> Failure | None:
+    return recent_failure(layout, abi_key, spec_hash, float("inf"))
+
+
+def _remember_failure(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: BuildError) -> None:
+    failure = Failure(abi_key=interp.abi_key, spec_hash=spec.hash, interpreter=interp.executable,
+                      error=exc.message, log=exc.log or "", at=time.time())
+    path = layout.failure(interp.abi_key, spec.hash)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(failure.model_dump_json(indent=1))
+    os.replace(tmp, path)
+
+
+def _log_install(layout: CacheLayout, interp: Interpreter, spec: Spec, run_id: str, requested_by: str,
+                 result: str, seconds: float, target: Path, detail: str | None = None) -> None:
+    record = {"at": time.time(), "result": result, "abi_key": interp.abi_key, "spec": spec.hash,
+              "tree": str(target), "interpreter": interp.executable, "run_id": run_id,
+              "pid": os.getpid(), "requested_by": requested_by, "seconds": round(seconds, 3),
+              "detail": detail}
+    layout.log.mkdir(parents=True, exist_ok=True)
+    with open(layout.installs_log, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_installs(layout: CacheLayout) -> list[dict]:
+    try:
+        lines = layout.installs_log.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for ln in lines:
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out
