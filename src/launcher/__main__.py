@@ -9,9 +9,9 @@ def main() -> None:
         from launcher import _fastrun
 
         _fastrun.try_fast(args)
-    from launcher.cli import cli
+    from launcher.cli import main as cli_main
 
-    cli.main(args=args, prog_name="launcher")
+    cli_main(args)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,20 @@ def _register() -> None:
 
 
 _register()
+
+
+def main(args: list[str]) -> None:
+    """Run the click app; usage errors become one `launcher:` line and exit 2."""
+    try:
+        rv = cli.main(args=args, prog_name="launcher", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        where = f"launcher {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "launcher --help"
+        say(f"{exc.format_message()} (see '{where}')")
+        sys.exit(2)
+    except click.exceptions.ClickException as exc:
+        say(exc.format_message())
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        say("aborted")
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -84,7 +84,7 @@ def normalize_requirement(text: str, *, origin: str) -> str:
         req = Requirement(text)
     except InvalidRequirement as exc:
         raise UsageError(
-            f"invalid requirement {text!r} ({origin}): {exc}",
+            f"invalid requirement {text!r} ({origin}): {str(exc).splitlines()[0]}",
             fix="use a PEP 508 requirement such as 'markupsafe>=3' or 'psutil==7.2.2'",
         ) from None
     return str(req)
@@ -125,12 +125,6 @@ def build_spec(
     offline: bool,
 ) -> Spec | None:
     """The validated spec, or None when nothing was asked for."""
-    pairs = [(r, "--with") for r in with_]
-    for f in requirement_files:
-        pairs.extend(read_requirements_file(Path(f)))
-    if not pairs:
-        return None
-    reqs = tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in pairs))
     links = []
     for link in find_links:
         if "://" in link:
@@ -143,6 +137,12 @@ def build_spec(
                 fix="point --find-links at a directory of wheels or an index page",
             )
         links.append(str(p.resolve()))
+    pairs = [(r, "--with") for r in with_]
+    for f in requirement_files:
+        pairs.extend(read_requirements_file(Path(f)))
+    if not pairs:
+        return None
+    reqs = tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in pairs))
     return Spec(
         requirements=reqs,
         find_links=tuple(links),

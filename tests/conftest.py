@@ -1,0 +1,102 @@
+"""Shared fixtures: real interpreters of other ABIs, the offline wheelhouse,
+an isolated cache, and a way to run the installed `launcher` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LAUNCHER_TEST_SHARED", REPO.parent / "shared"))
+WHEELHOUSE = SHARED / "wheelhouse"
+PYTHONS = Path(os.environ.get("LAUNCHER_TEST_PYTHONS", REPO / ".pythons"))
+LAUNCHER = Path(sys.executable).parent / "launcher"
+
+FOREIGN = {
+    "3.13": PYTHONS / "cpython-3.13" / "bin" / "python3.13",
+    "3.13t": PYTHONS / "cpython-3.13t" / "bin" / "python3.13t",
+}
+
+
+def foreign_python(name: str) -> str:
+    """Path of a foreign interpreter, or skip saying how to get it."""
+    if name == "pypy":
+        found = shutil.which("pypy3")
+        if not found:
+            pytest.skip("PyPy is not installed: apt-get install pypy3 (CI installs it)")
+        return found
+    path = FOREIGN[name]
+    if not path.exists():
+        pytest.skip(f"{path} is missing: run 'make pythons' to unpack ../shared/pythons")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def py311(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A bare 3.11 venv: the machine's own interpreter without its site-packages
+    (which already hold markupsafe and would hide the runtime tree)."""
+    d = tmp_path_factory.mktemp("venv311")
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(d)], check=True)
+    return str(d / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def py313() -> str:
+    return foreign_python("3.13")
+
+
+@pytest.fixture(scope="session")
+def py313t() -> str:
+    return foreign_python("3.13t")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "cache"
+    return d
+
+
+@pytest.fixture
+def env(cache_dir: Path) -> dict[str, str]:
+    """The caller's environment for a launcher run: isolated cache, none of ours."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith("LAUNCHER_") and k not in ("PYTHONPATH", "LD_PRELOAD", "PYTHON_EXEC")}
+    e["LAUNCHER_CACHE_DIR"] = str(cache_dir)
+    e["PATH"] = f"{LAUNCHER.parent}{os.pathsep}{e.get('PATH', '')}"
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
+    return e
+
+
+def offline_with(*reqs: str) -> list[str]:
+    """`--with R ... --find-links WHEELHOUSE --offline`."""
+    out: list[str] = []
+    for r in reqs:
+        out += ["--with", r]
+    return out + ["--find-links", str(WHEELHOUSE), "--offline"]
+
+
+def launcher(*args: str, env: dict[str, str], check: bool = False, timeout: float = 300,
+             **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(LAUNCHER), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)  # type: ignore[call-overload]
+    if check and proc.returncode != 0:
+        raise AssertionError(f"launcher {' '.join(args)} -> {proc.returncode}\n"
+                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
+    """What the launcher recorded about installs in this cache."""
+    import json
+
+    path = cache_dir / "log" / "installs.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return [r for r in rows if result is None or r["result"] == result]
