@@ -40,5 +40,12 @@ bench: setup pythons
 completions: setup
 	$(PY) -m launcher.completions completions
 
+# torch for the real torchrun tests: pip takes the local CPU build for 3.11.
+torch-env: .venv-torch/.stamp
+.venv-torch/.stamp:
+	$(PYTHON) -m venv .venv-torch
+	.venv-torch/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(PYTHONS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-torch $(PYTHONS) .pytest_cache .mypy_cache .ruff_cache

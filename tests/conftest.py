@@ -23,16 +23,26 @@ FOREIGN = {
 }
 
 
+STRICT = bool(os.environ.get("LAUNCHER_TEST_STRICT"))
+
+
+def missing(reason: str) -> None:
+    """Skip for want of something, saying how to get it; in CI (strict) that is a failure."""
+    if STRICT:
+        pytest.fail(f"{reason} (LAUNCHER_TEST_STRICT is set: CI must have it)")
+    pytest.skip(reason)
+
+
 def foreign_python(name: str) -> str:
     """Path of a foreign interpreter, or skip saying how to get it."""
     if name == "pypy":
         found = shutil.which("pypy3")
         if not found:
-            pytest.skip("PyPy is not installed: apt-get install pypy3 (CI installs it)")
-        return found
+            missing("PyPy is not installed: apt-get install pypy3 (.ci/run installs it)")
+        return str(found)
     path = FOREIGN[name]
     if not path.exists():
-        pytest.skip(f"{path} is missing: run 'make pythons' to unpack ../shared/pythons")
+        missing(f"{path} is missing: run 'make pythons' to unpack ../shared/pythons")
     return str(path)
 
 
@@ -64,6 +74,10 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(cache_dir: Path) -> dict[str, str]:
+    return base_env(cache_dir)
+
+
+def base_env(cache_dir: Path) -> dict[str, str]:
     """The caller's environment for a launcher run: isolated cache, none of ours."""
     e = {k: v for k, v in os.environ.items()
          if not k.startswith("LAUNCHER_") and k not in ("PYTHONPATH", "LD_PRELOAD", "PYTHON_EXEC")}

@@ -16,47 +16,55 @@ SHOW = (
 )
 
 
+CASES = {
+    "py311": ("cp311-x86_64-linux-gnu", ".abi3.so"),
+    "py313": ("cp313-x86_64-linux-gnu", ".abi3.so"),
+    "py313t": ("cp313t-x86_64-linux-gnu", ".cpython-313t-x86_64-linux-gnu.so"),
+}
+
+
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("abi-cache")
+def launched(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, dict]:
+    """One cache, one requirement set, launched under all three interpreters."""
+    from conftest import LAUNCHER, base_env
+
+    cache = tmp_path_factory.mktemp("abi-cache")
+    base = base_env(cache)
+    out = {}
+    for which in CASES:
+        python = request.getfixturevalue(which)
+        proc = launcher("run", *offline_with("markupsafe", "psutil==7.2.2"), "--", python, "-c", SHOW,
+                        env=base, check=True)
+        out[which] = (proc, json.loads(proc.stdout))
+    assert LAUNCHER.exists()
+    return cache, out
 
 
-@pytest.mark.parametrize(
-    ("which", "tag", "psutil_so"),
-    [
-        ("py311", "cp311-x86_64-linux-gnu", ".abi3.so"),
-        ("py313", "cp313-x86_64-linux-gnu", ".abi3.so"),
-        ("py313t", "cp313t-x86_64-linux-gnu", ".cpython-313t-x86_64-linux-gnu.so"),
-    ],
-)
-def test_each_abi_gets_its_own_tree(which: str, tag: str, psutil_so: str, shared_cache: Path,
-                                    env: dict[str, str], request: pytest.FixtureRequest) -> None:
-    python = request.getfixturevalue(which)
-    env["LAUNCHER_CACHE_DIR"] = str(shared_cache)
-    proc = launcher("run", *offline_with("markupsafe", "psutil==7.2.2"), "--", python, "-c", SHOW,
-                    env=env, check=True)
-    got = json.loads(proc.stdout)
+@pytest.mark.parametrize("which", list(CASES))
+def test_each_abi_gets_its_own_tree(which: str, launched: tuple[Path, dict]) -> None:
+    cache, out = launched
+    tag, psutil_so = CASES[which]
+    proc, got = out[which]
     tree = Path(got["speedups"]).parents[1]
-    assert tree.parent == shared_cache / "trees"
+    assert tree.parent == cache / "trees"
     assert tree.name.startswith(tag + "-glibc"), tree.name
     suffix = tag.replace("cp", "cpython-", 1)
     assert got["speedups"].endswith(f"_speedups.{suffix}.so")
     assert got["psutil"].startswith(str(tree))
-    assert got["psutil"].endswith(psutil_so)
+    assert got["psutil"].endswith(psutil_so)  # abi3 for cp311/cp313, its own wheel for cp313t
     assert got["psutil_version"] == "7.2.2"
     assert proc.stderr == ""  # invisible when things are right
 
 
-def test_three_distinct_trees(shared_cache: Path) -> None:
-    names = sorted(p.name for p in (shared_cache / "trees").iterdir() if not p.name.startswith("."))
-    if len(names) < 3:
-        pytest.skip("needs the three parametrised runs above")
+def test_three_distinct_trees(launched: tuple[Path, dict]) -> None:
+    cache, _ = launched
+    names = sorted(p.name for p in (cache / "trees").iterdir() if not p.name.startswith("."))
+    assert len(names) == 3
     assert len({n.split("-glibc")[0] for n in names}) == 3
-    spec = {n.rsplit("-", 1)[1] for n in names}
-    assert len(spec) == 1  # one requirement set, three ABIs
-    manifest = json.loads((shared_cache / "trees" / names[-1] / ".launcher-manifest.json").read_text())
+    assert len({n.rsplit("-", 1)[1] for n in names}) == 1  # one requirement set, three ABIs
+    manifest = json.loads((cache / "trees" / names[-1] / ".launcher-manifest.json").read_text())
     assert {d["name"].lower() for d in manifest["distributions"]} == {"markupsafe", "psutil"}
-    assert len(installs(shared_cache)) == 3
+    assert len(installs(cache)) == 3
 
 
 def test_abi_key_separates_free_threaded(py313: str, py313t: str, cache_dir: Path) -> None:
