@@ -110,3 +110,46 @@ def test_thundering_herd_one_install(n: int, tmp_path: Path, env: dict[str, str]
     assert len(installs(cache_dir, "built")) == 1
     assert proc.stderr == ""
     assert os.listdir(cache_dir / "trees") == [next(iter(os.listdir(cache_dir / "trees")))]
+
+
+def test_python_option_prepares_before_launch(tmp_path: Path, env: dict[str, str], cache_dir: Path,
+                                              py313: str) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\nexec {py313} -c \"$1\"\n")
+    script.chmod(0o755)
+    proc = launcher("run", "--python", py313, *offline_with("markupsafe"), "--", str(script), REPORT,
+                    env=env, check=True)
+    (got,) = rows(proc.stdout)
+    assert "/trees/cp313-" in got["from"]
+    (built,) = installs(cache_dir)
+    assert built["requested_by"] == "launcher"  # built before exec, not by the worker
+
+
+def test_installer_never_runs_the_gate(tmp_path: Path, env: dict[str, str], cache_dir: Path,
+                                       py313t: str) -> None:
+    """The miss-path build (uv, and the target python it runs to compile
+    bytecode) gets a scrubbed environment: no gate starts inside it."""
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\n{py313t} -c \"$1\"\n")
+    script.chmod(0o755)
+    proc = launcher("run", "--record", *offline_with("markupsafe"), "--", str(script), REPORT,
+                    env=env, check=True)
+    (got,) = rows(proc.stdout)
+    (record,) = (cache_dir / "runs").glob("*.jsonl")
+    gates = [json.loads(x) for x in record.read_text().splitlines()]
+    gates = [g for g in gates if g["event"] == "gate"]
+    assert [g["pid"] for g in gates] == [got["pid"]]
+    assert gates[0]["state"] == "built"
+
+
+def test_fast_path_cache_root_matches_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from launcher import _fastrun
+    from launcher.cache import default_cache_dir
+
+    monkeypatch.delenv("LAUNCHER_CACHE_DIR", raising=False)
+    for xdg in (str(tmp_path / "xdg"), None):
+        if xdg:
+            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        else:
+            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        assert _fastrun.cache_root(os.environ) == str(default_cache_dir())

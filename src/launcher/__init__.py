@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 __all__ = ["Prepared", "prepare", "__version__"]
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
+def __getattr__(name: str) -> object:
     if name in ("prepare", "Prepared"):
         from launcher import plan
 

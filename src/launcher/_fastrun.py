@@ -27,7 +27,7 @@ def cache_root(environ: "os._Environ[str] | dict[str, str]") -> str:
 
 
 def memo_path(root: str) -> str:
-    return "%s/memo/run-%d%d.marshal" % (root, sys.version_info[0], sys.version_info[1])
+    return f"{root}/memo/run-{sys.version_info[0]}{sys.version_info[1]}.marshal"
 
 
 def key(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str) -> tuple:
@@ -88,7 +88,7 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
         memo.pop(next(iter(memo)))
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = "%s.%d" % (path, os.getpid())
+        tmp = f"{path}.{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(marshal.dumps(memo))
         os.replace(tmp, path)

@@ -23,7 +23,7 @@ OURS = (
 def new_run_id() -> str:
     import time
 
-    return "%x-%d" % (time.time_ns(), os.getpid())
+    return f"{time.time_ns():x}-{os.getpid()}"
 
 
 def child_env(environ: dict[str, str] | os._Environ[str], ours: dict[str, str],

@@ -383,7 +383,7 @@ def _collect_plugins(root: Path) -> list[str]:
     """`name = module:attr` lines of the `launcher.plugins` entry-point group."""
     import configparser
 
-    out = []
+    out: list[str] = []
     for ep in sorted(root.glob("*.dist-info/entry_points.txt")):
         cp = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         cp.optionxform = str  # type: ignore[assignment,method-assign]
@@ -467,7 +467,7 @@ def read_installs(layout: CacheLayout) -> list[dict]:
         lines = layout.installs_log.read_text().splitlines()
     except OSError:
         return []
-    out = []
+    out: list[dict] = []
     for ln in lines:
         try:
             out.append(json.loads(ln))
