@@ -17,6 +17,8 @@ OURS = (
     "LAUNCHER_SELF_PYTHON", "LAUNCHER_SHIM_DIR", "LAUNCHER_PRELOAD_LIBS",
     "LAUNCHER_PRELOAD_SCOPE", "LAUNCHER_PRELOAD_MISSING", "LAUNCHER_FAILURE_TTL",
     "LAUNCHER_RECORD", "LAUNCHER_VERBOSE",
+    # per-process marks of an outer launch's shim and re-exec
+    "LAUNCHER_SHIM", "LAUNCHER_SHIM_PID", "LAUNCHER_ORIG_LD_PRELOAD", "LAUNCHER_REEXEC_PID",
 )
 
 
@@ -38,6 +40,9 @@ def child_env(environ: dict[str, str] | os._Environ[str], ours: dict[str, str],
     old_boot = env.get("LAUNCHER_BOOTSTRAP")
     for k in OURS:
         env.pop(k, None)
+    if old_boot and "/shims/" in env.get("PYTHON_EXEC", ""):
+        # An outer launch's shim: children of this launch use ours (or none).
+        env.pop("PYTHON_EXEC")
     env.update(ours)
     boot = ours["LAUNCHER_BOOTSTRAP"]
     user = environ.get("PYTHONPATH")

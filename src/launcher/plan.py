@@ -21,7 +21,7 @@ from launcher.bootstrap import ensure_bootstrap
 from launcher.cache import CacheLayout, default_cache_dir
 from launcher.command import CommandTarget, analyse
 from launcher.config import Resolved, Settings, resolve
-from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, LauncherError
+from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound
 from launcher.probe import Interpreter, probe
 from launcher.spec import Spec, build_spec
 
@@ -169,6 +169,10 @@ def prepare(
                 f"package(s)) in {result.manifest.build_seconds:.1f}s")
         watch.append(str(result.path / MANIFEST))
         watch.extend(str(result.path / f.path) for f in result.manifest.files)
+        # `launcher cache` reports (and prunes by) this "last used" stamp.
+        from launcher.cachemgmt import mark_used
+
+        mark_used(layout, result.path)
         prepared_interps.append(PreparedInterpreter(interp, result.path, result.state, shim=shim))
 
     ours = {
@@ -195,7 +199,10 @@ def prepare(
 
     exec_argv = list(argv)
     if target is not None and argv:
-        top = next((pi for pi in prepared_interps if pi.interpreter.executable == target.interpreter), None)
+        # Match by the path that was probed, not by the probe's sys.executable:
+        # a wrapper (pyenv's `python3` shim) reports the python it execs.
+        by_path = dict(zip(dict.fromkeys(wanted), prepared_interps, strict=True))
+        top = by_path.get(target.interpreter or "")
         if top is not None and top.shim:
             # Start the top process through its shim too: a python, or a
             # Python entry-point script (torchrun's agent gets preloads).

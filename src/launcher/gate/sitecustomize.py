@@ -248,7 +248,8 @@ def _load_plugins(env, tree):
             if env.get("LAUNCHER_VERBOSE"):
                 _say("plugin %s skipped: %s: %s" % (name, type(exc).__name__, exc))
             continue
-        _record(env, "plugin-loaded", plugin=name, target=target)
+        if env.get("LAUNCHER_RECORD"):
+            _record(env, "plugin-loaded", plugin=name, target=target)
 
 
 def _chain(boot):
@@ -351,6 +352,10 @@ def _preloads(env):
         return False
     pid = str(os.getpid())
     via_shim = env.get("LAUNCHER_SHIM_PID") == pid
+    if via_shim:
+        # Consume the mark: if this pid later execs the real interpreter
+        # directly, LD_PRELOAD is already restored, so it must not pass.
+        env.pop("LAUNCHER_SHIM_PID", None)
     shim = env.get("LAUNCHER_SHIM") if via_shim else None
     if not via_shim:
         policy = env.get("LAUNCHER_PRELOAD_MISSING", "reexec")

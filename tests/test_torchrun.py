@@ -1,0 +1,108 @@
+"""Preloads under a real torchrun (issue 3): the agent and every rank.
+
+Needs a python with torch (CPU build): point LAUNCHER_TEST_TORCH_PYTHON at
+it.  CI makes one with `make torch-env`:
+
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0
+    LAUNCHER_TEST_TORCH_PYTHON=.venv-torch/bin/python
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import LAUNCHER
+from launcher import preload
+from launcher.errors import UsageError
+
+SKIP = "set LAUNCHER_TEST_TORCH_PYTHON (CI: make torch-env)"
+
+
+@pytest.fixture(scope="session")
+def torch_python() -> str:
+    """The torch venv's python, checked once per session, or skip."""
+    python = os.environ.get("LAUNCHER_TEST_TORCH_PYTHON")
+    if not python or not os.path.isfile(python):
+        pytest.skip(SKIP)
+    check = subprocess.run([python, "-c", "import torch.distributed as d; assert d.is_available()"],
+                           capture_output=True, text=True, timeout=300)
+    if check.returncode != 0:
+        pytest.skip(f"{python} cannot import torch.distributed; {SKIP}")
+    return os.path.abspath(python)
+
+
+RANK = r'''
+import json, os, sys
+import torch
+import torch.distributed as dist
+
+def jemalloc(pid="self"):
+    with open("/proc/%s/maps" % pid) as f:
+        return "/libjemalloc" in f.read()
+
+dist.init_process_group("gloo")
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+print(json.dumps({
+    "rank": dist.get_rank(),
+    "sum": t.item(),
+    "pid": os.getpid(),
+    "ppid": os.getppid(),
+    "jemalloc": jemalloc(),
+    "agent_jemalloc": jemalloc(os.getppid()),
+    "gate": getattr(sys.modules.get("sitecustomize"), "__file__", None),
+    "bootstrap": os.environ.get("LAUNCHER_BOOTSTRAP"),
+    "ld_preload": os.environ.get("LD_PRELOAD", "<unset>"),
+}), flush=True)
+dist.destroy_process_group()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    try:
+        jemalloc = preload.resolve_one("jemalloc").path
+    except UsageError:
+        pytest.skip("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
+    torchrun = str(Path(torch_python).parent / "torchrun")
+    script = tmp_path / "rank.py"
+    script.write_text(RANK)
+    env["OMP_NUM_THREADS"] = "1"
+    # --record: every gate start (agent and ranks) leaves a line we can check.
+    # A free port, not the default 29500: other test runs may share the host.
+    proc = subprocess.Popen(
+        [str(LAUNCHER), "run", "--record", "--preload", "jemalloc", "--", torchrun,
+         "--nproc-per-node", "2", "--master-port", str(_free_port()), str(script)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"stdout: {out}\nstderr: {err}"
+    ranks = sorted((json.loads(x) for x in out.splitlines() if x.startswith("{")), key=lambda r: r["rank"])
+
+    assert [r["rank"] for r in ranks] == [0, 1], out
+    for r in ranks:
+        assert r["sum"] == 3.0
+        assert r["jemalloc"], f"rank {r['rank']} does not map jemalloc"
+        assert r["gate"] == os.path.join(r["bootstrap"], "sitecustomize.py"), "the gate is not active"
+        assert r["ld_preload"] == "<unset>", "the caller's LD_PRELOAD was not restored"
+        # launcher exec'd the shim, which exec'd the agent: same pid as launcher.
+        assert r["ppid"] == proc.pid, "the rank's parent is not the torchrun agent"
+        assert r["agent_jemalloc"], "the torchrun agent does not map jemalloc"
+
+    runs = list((Path(env["LAUNCHER_CACHE_DIR"]) / "runs").glob("*.jsonl"))
+    gates = {e["pid"]: e for r in runs for e in map(json.loads, r.read_text().splitlines())
+             if e.get("event") == "gate"}
+    for pid in (proc.pid, *(r["pid"] for r in ranks)):
+        assert gates.get(pid, {}).get("via_shim") is True, f"pid {pid}: {gates.get(pid)}"
+        assert gates[pid]["preloads_mapped"] == [jemalloc]
