@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import foreign_python, launcher
+from conftest import foreign_python, launcher, missing
 from launcher import preload
 from launcher.errors import UsageError
 from launcher.gate import sitecustomize as gate
@@ -26,7 +26,7 @@ def _need(name: str, how: str) -> str:
     try:
         return preload.resolve_one(name).path
     except UsageError:
-        pytest.skip(f"{name} is not installed: {how} (CI installs it)")
+        missing(f"{name} is not installed: {how} (.ci/run installs it)")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER
+from conftest import LAUNCHER, REPO, missing
 from launcher import preload
 from launcher.errors import UsageError
 
@@ -27,13 +27,13 @@ SKIP = "set LAUNCHER_TEST_TORCH_PYTHON (CI: make torch-env)"
 @pytest.fixture(scope="session")
 def torch_python() -> str:
     """The torch venv's python, checked once per session, or skip."""
-    python = os.environ.get("LAUNCHER_TEST_TORCH_PYTHON")
-    if not python or not os.path.isfile(python):
-        pytest.skip(SKIP)
+    python = os.environ.get("LAUNCHER_TEST_TORCH_PYTHON") or str(REPO / ".venv-torch" / "bin" / "python")
+    if not os.path.isfile(python):
+        missing(SKIP)
     check = subprocess.run([python, "-c", "import torch.distributed as d; assert d.is_available()"],
                            capture_output=True, text=True, timeout=300)
     if check.returncode != 0:
-        pytest.skip(f"{python} cannot import torch.distributed; {SKIP}")
+        missing(f"{python} cannot import torch.distributed; {SKIP}")
     return os.path.abspath(python)
 
 
