@@ -51,21 +51,50 @@ def _elf_interpreter(path):
     return None
 
 
+def _venv():
+    """(prefix, include-system-site-packages) when this python is a venv's.
+
+    Under -S, site.venv() never runs, so sys.prefix is still the base
+    interpreter's: find pyvenv.cfg the way site.venv() does instead.
+    """
+    exe_dir = os.path.dirname(os.path.abspath(sys.executable or ""))
+    for conf in (os.path.join(exe_dir, "pyvenv.cfg"), os.path.join(os.path.dirname(exe_dir), "pyvenv.cfg")):
+        if not os.path.isfile(conf):
+            continue
+        system = True
+        try:
+            with open(conf, encoding="utf-8") as f:
+                for line in f:
+                    key, sep, value = line.partition("=")
+                    if sep and key.strip().lower() == "include-system-site-packages":
+                        system = value.strip().lower() == "true"
+        except OSError:
+            pass
+        return os.path.dirname(exe_dir), system
+    return None
+
+
 def main():
     gate = _load_gate(sys.argv[1])
     import _imp
     import site
 
+    venv = _venv()
+    prefixes = None
+    if venv is not None:
+        prefixes = [venv[0]] + ([sys.base_prefix, sys.base_exec_prefix] if venv[1] else [])
     try:
         from importlib.machinery import PathFinder
 
-        site_packages = list(site.getsitepackages())
+        site_packages = list(site.getsitepackages(prefixes))
     except Exception:
         site_packages = []
     try:
         user_site = site.getusersitepackages()
     except Exception:
         user_site = None
+    if venv is not None and not venv[1]:
+        user_site = None  # site disables the user site in a venv without system packages
     # Where the interpreter would find a sitecustomize of its own (stdlib
     # dirs and site-packages; PYTHONPATH is ignored under -I on purpose).
     spec = PathFinder.find_spec("sitecustomize", [p for p in sys.path if p] + site_packages)
@@ -92,9 +121,9 @@ def main():
         "libc": libc,
         "elf_interpreter": interp,
         "musl": bool(interp and "musl" in interp),
-        "prefix": sys.prefix,
+        "prefix": venv[0] if venv is not None else sys.prefix,
         "base_prefix": getattr(sys, "base_prefix", sys.prefix),
-        "is_venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
+        "is_venv": venv is not None or sys.prefix != getattr(sys, "base_prefix", sys.prefix),
         "stdlib": sysconfig.get_paths().get("stdlib"),
         "site_packages": site_packages,
         "user_site": user_site,

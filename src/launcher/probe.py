@@ -20,7 +20,7 @@ from launcher.cache import CacheLayout
 from launcher.errors import UsageError
 
 PROBE_SCRIPT = Path(__file__).with_name("_probe_script.py")
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""One module per concern; each returns a list of `models.Finding`."""

@@ -1,0 +1,151 @@
+"""Runtime trees: present, missing or invalid; remembered failed builds and their error.
+
+Everything comes from `launcher.tree` (the manifest, `verify`, the
+extension validation, the failure records); doctor never builds.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from launcher.cache import CacheLayout
+from launcher.doctor.context import abi_tag
+from launcher.doctor.models import Finding, fail, ok, warn
+from launcher.probe import Interpreter
+from launcher.spec import Spec
+from launcher.tree import MANIFEST, Failure, foreign_extensions, last_failure, read_manifest, verify
+
+LOG_LINES = 8
+
+
+def tree_findings(layout: CacheLayout, interp: Interpreter, spec: Spec, failure_ttl: float) -> list[Finding]:
+    target = layout.tree(interp.abi_key, spec.hash)
+    reqs = " ".join(spec.requirements)
+    facts: dict[str, Any] = {"tree": str(target), "abi_key": interp.abi_key, "spec_hash": spec.hash,
+             "requirements": list(spec.requirements)}
+    if (target / MANIFEST).exists():
+        problem = verify(target)
+        if problem is not None:
+            return [warn("tree", f"runtime tree {target.name} is invalid ({problem}); the next "
+                                 "launcher run rebuilds it", f"nothing to do, or rebuild it now: rm -rf {target}",
+                         problem=problem, state="invalid", **facts)]
+        bad = foreign_extensions(target, interp)
+        if bad:
+            rel, why = bad[0]
+            return [fail("tree", f"runtime tree {target.name} holds {len(bad)} extension module(s) "
+                                 f"{abi_tag(interp)} cannot import, e.g. {rel} ({why})",
+                         f"rm -rf {target}, then pin versions that publish wheels for {abi_tag(interp)}",
+                         state="foreign", files=[b[0] for b in bad], **facts)]
+        manifest = read_manifest(target)
+        dists = ", ".join(f"{d.name} {d.version}" for d in manifest.distributions) if manifest else ""
+        return [ok("tree", f"runtime tree for {reqs} is present and valid ({dists or 'no packages'})",
+                   state="present", built_at=manifest.built_at if manifest else None,
+                   uv_version=manifest.uv_version if manifest else None, **facts)]
+    if target.exists():
+        return [warn("tree", f"{target} has no manifest (an interrupted publish); the next launcher run "
+                             "replaces it", f"nothing to do, or rm -rf {target}", state="invalid", **facts)]
+    failure = last_failure(layout, interp.abi_key, spec.hash)
+    if failure is not None:
+        return [failure_finding(layout, failure, failure_ttl, spec)]
+    return [warn("tree", f"no runtime tree yet for {reqs} on {interp.abi_key}: the first launcher run "
+                         "builds it while the command waits",
+                 f"build it ahead: launcher run {_options(spec)} -- {shlex.quote(interp.executable)} -c pass",
+                 state="missing", **facts)]
+
+
+def _options(spec: Spec) -> str:
+    out = [f"--with {shlex.quote(r)}" for r in spec.requirements]
+    out += [f"--find-links {shlex.quote(x)}" for x in spec.find_links]
+    if spec.index_url:
+        out.append(f"--index-url {shlex.quote(spec.index_url)}")
+    if spec.offline:
+        out.append("--offline")
+    return " ".join(out)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spec | None = None) -> Finding:
+    """A remembered failed build: what failed, why, and how to retry."""
+    if spec is None:
+        try:
+            spec = Spec.load(layout, failure.spec_hash)
+        except Exception:
+            spec = None
+    ago = time.time() - failure.at
+    record = layout.failure(failure.abi_key, failure.spec_hash)
+    low = failure.error.lower()
+    if "not found" in low or "no solution" in low or "unsatisfiable" in low:
+        cause = ("check the requirement names and versions, and that --find-links/--index-url offer a "
+                 f"wheel for {failure.abi_key.split('-')[0]}")
+    elif "cannot import" in low:
+        cause = f"pin versions that publish wheels for {failure.abi_key.split('-')[0]}"
+    else:
+        cause = "fix the cause shown in the installer's output"
+    retry = ("the next launcher run retries" if ago >= ttl
+             else f"launcher run retries after {ttl - ago:.0f}s, or rm {record} to retry at once")
+    log = [ln for ln in failure.log.strip().splitlines() if ln.strip()][-LOG_LINES:]
+    return fail("failure", f"the last build of the runtime for {failure.abi_key} ({failure.interpreter}) "
+                           f"failed {_ago(ago)} ago: {failure.error}",
+                f"{cause}; {retry}", details=log, abi_key=failure.abi_key, spec_hash=failure.spec_hash,
+                interpreter=failure.interpreter, error=failure.error, at=failure.at,
+                requirements=list(spec.requirements) if spec else None, log=failure.log,
+                record=str(record))
+
+
+def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
+    """Every tree in the cache (`skip`: names checked per interpreter already)."""
+    try:
+        trees = sorted(p for p in layout.trees.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    out: list[Finding] = []
+    size = 0
+    for tree in trees:
+        problem = verify(tree) if (tree / MANIFEST).exists() else "no manifest"
+        if problem is not None and tree.name in skip:
+            continue  # reported under its interpreter
+        if problem is not None:
+            out.append(warn("tree", f"runtime tree {tree.name} is invalid ({problem}); the next run that "
+                                    "needs it rebuilds it", f"nothing to do, or rm -rf {tree}",
+                            tree=str(tree), problem=problem, state="invalid"))
+            continue
+        manifest = read_manifest(tree)
+        size += sum(f.size for f in manifest.files) if manifest else 0
+    if not trees:
+        out.append(ok("tree", "no runtime trees in the cache yet", trees=0, bytes=0))
+    elif not out:
+        out.append(ok("tree", f"{len(trees)} runtime tree(s) in the cache, {size / 1e6:.1f} MB, valid",
+                      trees=len(trees), bytes=size))
+    return out
+
+
+def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> list[Finding]:
+    out: list[Finding] = []
+    try:
+        records = sorted(layout.failures.glob("*.json"))
+    except OSError:
+        return out
+    for path in records:
+        if path in skip:
+            continue
+        try:
+            failure = Failure.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            out.append(warn("failure", f"unreadable failure record {path}", f"rm {path}", record=str(path)))
+            continue
+        if (layout.tree(failure.abi_key, failure.spec_hash) / MANIFEST).exists():
+            continue  # built since
+        out.append(failure_finding(layout, failure, ttl))
+    return out
