@@ -13,6 +13,12 @@ imports this module.  The Python API is loaded on first use::
 __version__ = "0.1.0"
 __all__ = ["Prepared", "prepare", "__version__"]
 
+# Type checkers see the real signatures; at run time `typing` is not even
+# imported (the warm path imports this module).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from launcher.plan import Prepared, prepare
+
 
 def __getattr__(name: str) -> object:
     if name in ("prepare", "Prepared"):

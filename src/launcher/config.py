@@ -47,7 +47,7 @@ class Settings(BaseModel):
             try:
                 Requirement(r)
             except InvalidRequirement as exc:
-                raise ValueError(f"{r!r} is not a PEP 508 requirement ({exc})") from None
+                raise ValueError(f"invalid requirement {r!r}: {str(exc).splitlines()[0]}") from None
         return v
 
 
@@ -116,7 +116,9 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         if key in LIST_KEYS:
             out[key] = [x.strip() for x in raw.split(",") if x.strip()]
         elif key in ("offline", "record"):
-            out[key] = raw.strip().lower() in ("1", "true", "yes", "on")
+            # Empty means unset-ish (false); anything pydantic cannot read as a
+            # boolean ("maybe") is reported rather than silently taken as false.
+            out[key] = raw.strip().lower() or "false"
         else:
             out[key] = raw
     return out
@@ -144,10 +146,7 @@ def resolve(
     for source, values in layers:
         for key, value in values.items():
             if key not in KEYS:
-                raise UsageError(
-                    f"{source}: unknown key {key!r}",
-                    fix="allowed keys: " + ", ".join(sorted(KEYS)),
-                )
+                raise UsageError(f"{source}: unknown key {key!r}", fix=_unknown_key_fix(key))
             if source != "command line" and key in ("find-links", "with-requirements", "cache-dir") \
                     and config_file is not None and source == str(config_file):
                 value = _relative_to(config_file.parent, value)
@@ -169,17 +168,40 @@ def _relative_to(base: Path, value: Any) -> Any:
     return value
 
 
+def _unknown_key_fix(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key.replace("_", "-"), list(KEYS), n=1)
+    allowed = "allowed keys: " + ", ".join(sorted(KEYS))
+    return f"did you mean {close[0]!r}? {allowed}" if close else allowed
+
+
 def _check_one(source: str, key: str, value: Any) -> None:
     try:
         Settings.model_validate({key: value})
     except ValidationError as exc:
         err = exc.errors()[0]
-        allowed = _allowed(key)
+        # One line: packaging's messages carry a caret diagram on later lines.
+        msg = str(err["msg"]).strip().splitlines()[0]
+        msg = msg.removeprefix("Value error, ")
         where = f"{env_name(key)}" if source == "environment" else f"{source}: {key}"
-        raise UsageError(
-            f"{where} = {value!r} is invalid: {err['msg']}",
-            fix=f"use {allowed}" if allowed else None,
-        ) from None
+        fix: str | None
+        if key == "with" and err["type"] == "value_error":
+            fix = "use PEP 508 requirements such as 'six>=1.16' or 'markupsafe==3.0.3'"
+        else:
+            allowed = _allowed(key)
+            fix = f"use {allowed}" if allowed else None
+        raise UsageError(f"{where} = {value!r} is invalid: {msg}", fix=fix) from None
+
+
+def describe_source(key: str, source: str) -> str:
+    """`environment` -> `env LAUNCHER_WITH`, `command line` -> `--with`: what to change."""
+    if source == "environment":
+        return f"env {env_name(key)}"
+    if source == "command line":
+        # lock-timeout and failure-ttl have no option: only the API's flags set them.
+        return "flags" if key in ("lock-timeout", "failure-ttl") else f"--{key}"
+    return source
 
 
 def _allowed(key: str) -> str:

@@ -1,0 +1,602 @@
+"""Inspecting and cleaning the cache: what `launcher cache` does.
+
+Trees are enumerated from their manifests.  *Last used* is the latest of
+
+- the mtime of ``<cache>/used/<tree>``, a stamp `plan.prepare` touches
+  whenever it ensures a tree (`launcher run`'s full path, `prewarm`, the API);
+  without a stamp (a tree the gate built on its miss path), the build time
+  from the manifest;
+- the tree directory's access time, which the kernel updates when an
+  interpreter lists the directory to import from it (at most once a day on
+  the default `relatime` mounts, never on `noatime` ones).
+
+The gate's hit path and `run`'s warm fast path record nothing: they must stay
+free.  Nothing here reads a valid tree's directories (sizes come from the
+manifest; invalid trees are measured with O_NOATIME), so looking does not
+count as using.
+
+"Held" is concrete: a tree is not removed while (1) another process holds its
+build lock, (2) a live process has a file under it open or mapped, has its
+cwd or a PYTHONPATH entry in it, or (3) a live process was started under
+`launcher run` for this cache and this requirement set and its interpreter
+has the tree's ABI (or is not a known interpreter: a shell or an agent that
+may start one).  A removal takes the lock without waiting, re-checks, and
+renames the tree aside before deleting it, so a process starting meanwhile
+sees either the whole tree or none (and then rebuilds it).  Symlinks are
+never followed: a symlinked entry is refused, and deletion is of real
+directories only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.cache import CacheLayout, default_cache_dir
+from launcher.errors import UsageError
+
+USED = "used"
+_STALE = re.compile(r"^\.(tmp|trash)-(?P<tree>.+)-(?P<pid>\d+)-(?P<ns>\d+)$")
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
+
+
+def layout_for(cache_dir: str | None) -> CacheLayout:
+    """The cache a command works on: the resolved cache-dir setting or the default."""
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return CacheLayout(root.absolute())
+
+
+# ------------------------------------------------------------------ last used
+
+
+def used_stamp(layout: CacheLayout, name: str) -> Path:
+    return layout.root / USED / name
+
+
+def mark_used(layout: CacheLayout, tree: Path) -> None:
+    """Record that a tree was just prepared for use (one utime; best effort)."""
+    stamp = used_stamp(layout, tree.name)
+    try:
+        os.utime(stamp)
+    except FileNotFoundError:
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stamp.touch()
+        except OSError:
+            pass
+    except OSError:
+        pass
+
+
+def parse_age(text: str) -> float:
+    """`30d`, `12h`, `90m`, `45s`, `2w` (a bare number is days) -> seconds."""
+    m = _AGE.match(text)
+    if not m:
+        raise UsageError(f"--older-than {text!r} is not an age",
+                         fix="use a number with a unit: 30d, 12h, 90m, 45s or 2w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+# ----------------------------------------------------------------- enumerate
+
+
+@dataclass
+class TreeInfo:
+    name: str
+    path: str
+    status: str  # "valid" | "invalid" | "incomplete" | "symlink"
+    problem: str | None
+    abi_key: str | None
+    spec_hash: str | None
+    interpreter: str | None
+    interpreter_version: str | None
+    requirements: list[str]
+    distributions: list[str]
+    size: int
+    built_at: float | None
+    last_used: float
+    last_used_from: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_trees(layout: CacheLayout) -> list[TreeInfo]:
+    """Every published (or half-published) tree, sorted by name; stale build dirs excluded."""
+    try:
+        names = sorted(n for n in os.listdir(layout.trees) if not n.startswith("."))
+    except FileNotFoundError:
+        return []
+    return [tree_info(layout, n) for n in names]
+
+
+def tree_info(layout: CacheLayout, name: str) -> TreeInfo:
+    from launcher.tree import MANIFEST, read_manifest, verify
+
+    path = layout.trees / name
+    st = os.lstat(path)
+    abi_key, _, spec_hash = name.rpartition("-")
+    base: dict[str, Any] = dict(name=name, path=str(path), problem=None, abi_key=abi_key or None,
+                                spec_hash=spec_hash or None, interpreter=None, interpreter_version=None,
+                                requirements=[], distributions=[], built_at=None)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return _odd_entry(base, st, "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory")
+    manifest = read_manifest(path)
+    if manifest is not None:
+        base.update(abi_key=manifest.abi_key, spec_hash=manifest.spec_hash,
+                    interpreter=manifest.interpreter, interpreter_version=manifest.interpreter_version,
+                    requirements=list(manifest.requirements),
+                    distributions=[f"{d.name}=={d.version}" for d in manifest.distributions],
+                    built_at=manifest.built_at)
+    problem: str | None
+    if not os.path.lexists(path / MANIFEST):
+        status, problem = "incomplete", "no manifest (a build that never finished publishing)"
+    else:
+        problem = verify(path)
+        status = "valid" if problem is None else "invalid"
+    if status == "valid" and manifest is not None:
+        # From the manifest: measuring would read the directories and bump
+        # their access time, i.e. look like a use.
+        size = sum(f.size for f in manifest.files)
+    else:
+        size = du(path)
+    last, source = _last_used(layout, name, st, manifest.built_at if manifest else None)
+    return TreeInfo(**base | {"problem": problem}, status=status, size=size,
+                    last_used=last, last_used_from=source)
+
+
+def _odd_entry(base: dict[str, Any], st: os.stat_result, what: str) -> TreeInfo:
+    status = "symlink" if stat.S_ISLNK(st.st_mode) else "invalid"
+    return TreeInfo(**base | {"problem": f"{what}; never followed or removed by launcher"},
+                    status=status, size=st.st_size, last_used=st.st_mtime,
+                    last_used_from="modified")
+
+
+def _last_used(layout: CacheLayout, name: str, st: os.stat_result,
+               built_at: float | None) -> tuple[float, str]:
+    candidates: list[tuple[float, str]] = [(st.st_atime, "access time")]
+    try:
+        candidates.append((os.stat(used_stamp(layout, name)).st_mtime, "prepared"))
+    except OSError:
+        candidates.append((built_at, "built") if built_at is not None else (st.st_mtime, "modified"))
+    return max(candidates)
+
+
+def du(path: Path) -> int:
+    """Bytes under `path`, never following symlinks, without touching access times
+    where the kernel lets us (O_NOATIME: files we own)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
+    noatime = getattr(os, "O_NOATIME", 0)
+
+    def open_dir(name: str | Path, dir_fd: int | None) -> int:
+        try:
+            return os.open(name, flags | noatime, dir_fd=dir_fd)
+        except PermissionError:
+            return os.open(name, flags, dir_fd=dir_fd)
+
+    def walk(fd: int) -> int:
+        total = 0
+        with os.scandir(fd) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_size
+                if stat.S_ISDIR(st.st_mode):
+                    try:
+                        sub = open_dir(entry.name, fd)
+                    except OSError:
+                        continue
+                    try:
+                        total += walk(sub)
+                    finally:
+                        os.close(sub)
+        return total
+
+    try:
+        fd = open_dir(path, None)
+    except OSError:
+        return 0
+    try:
+        return walk(fd)
+    finally:
+        os.close(fd)
+
+
+def stale_build_dirs(layout: CacheLayout) -> list[Path]:
+    """`.tmp-*` (builds) and `.trash-*` (trees moved aside) under trees/."""
+    try:
+        return sorted(layout.trees / n for n in os.listdir(layout.trees) if _STALE.match(n))
+    except FileNotFoundError:
+        return []
+
+
+# -------------------------------------------------------------------- holders
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    name: str
+    why: str
+
+    def line(self) -> str:
+        return f"pid {self.pid} ({self.name}: {self.why})"
+
+
+def find_holders(layout: CacheLayout, trees: Iterable[TreeInfo]) -> dict[str, list[Holder]]:
+    """Live processes holding each tree (one pass over the process table)."""
+    import psutil
+
+    trees = [t for t in trees if t.status != "symlink"]
+    out: dict[str, list[Holder]] = {t.name: [] for t in trees}
+    if not trees:
+        return out
+    root = os.path.realpath(layout.root)
+    prefixes = {t.name: os.path.realpath(t.path) for t in trees}
+    abi_of_exe = _known_abis(layout, trees)
+    me = os.getpid()
+
+    def under(p: str) -> list[str]:
+        return [n for n, pre in prefixes.items() if p == pre or p.startswith(pre + os.sep)]
+
+    for proc in psutil.process_iter(["pid", "name"]):
+        if proc.pid == me:
+            continue
+        name = proc.info.get("name") or "?"
+        found: dict[str, str] = {}
+        try:
+            environ = proc.environ()
+        except (psutil.Error, OSError):
+            environ = {}
+        cache = environ.get("LAUNCHER_CACHE_DIR")
+        spec = environ.get("LAUNCHER_SPEC")
+        if cache and spec and os.path.realpath(cache) == root:
+            try:
+                exe_abi = abi_of_exe.get(os.path.realpath(proc.exe()))
+            except (psutil.Error, OSError):
+                exe_abi = None
+            for t in trees:
+                if t.spec_hash == spec and (exe_abi is None or exe_abi == t.abi_key):
+                    found.setdefault(t.name, "started under 'launcher run' with this requirement set")
+        for entry in environ.get("PYTHONPATH", "").split(os.pathsep):
+            if entry:
+                for n in under(os.path.realpath(entry)):
+                    found.setdefault(n, "has it on PYTHONPATH")
+        for p, why in _paths_in_use(proc):
+            for n in under(p):
+                found.setdefault(n, why)
+        for n, why in found.items():
+            out[n].append(Holder(proc.pid, name, why))
+    return out
+
+
+def _known_abis(layout: CacheLayout, trees: list[TreeInfo]) -> dict[str, str]:
+    """realpath of an interpreter -> its ABI key, from the probe cache and the
+    manifests: a process running one of these is known not to need other ABIs."""
+    import json
+
+    out: dict[str, str] = {}
+    for p in layout.probes.glob("*.json") if layout.probes.is_dir() else ():
+        try:
+            data = json.loads(p.read_text())
+            out[os.path.realpath(data["realpath"])] = data["abi_key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for t in trees:
+        if t.interpreter and t.abi_key:
+            out[os.path.realpath(t.interpreter)] = t.abi_key
+    return out
+
+
+def _paths_in_use(proc: Any) -> list[tuple[str, str]]:
+    """Files a process has mapped or open, and its cwd (what it may read any moment)."""
+    import psutil
+
+    paths: list[tuple[str, str]] = []
+    try:
+        paths.append((proc.cwd(), "its working directory is in it"))
+    except (psutil.Error, OSError):
+        pass
+    try:
+        # /proc/PID/maps is far cheaper than psutil's smaps-based memory_maps().
+        with open(f"/proc/{proc.pid}/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    paths.append((parts[5].rstrip("\n").removesuffix(" (deleted)"), "has files in it mapped"))
+    except OSError:
+        try:
+            paths.extend((m.path, "has files in it mapped") for m in proc.memory_maps())
+        except (psutil.Error, OSError, NotImplementedError, AttributeError):
+            pass
+    try:
+        paths.extend((f.path, "has files in it open") for f in proc.open_files())
+    except (psutil.Error, OSError):
+        pass
+    return paths
+
+
+# ------------------------------------------------------------------- removing
+
+
+@dataclass
+class Removal:
+    path: str
+    kind: str  # "tree" | "build-dir" | "run-record" | "failure-record" | "probe" | "memo" | "stamp"
+    size: int
+    reason: str
+
+
+@dataclass
+class Skip:
+    path: str
+    kind: str
+    reason: str
+    pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    dry_run: bool
+    removed: list[Removal] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+
+    @property
+    def freed(self) -> int:
+        return sum(r.size for r in self.removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "freed_bytes": self.freed,
+                "removed": [asdict(r) for r in self.removed],
+                "skipped": [asdict(s) for s in self.skipped]}
+
+
+def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
+          now: float | None = None) -> Report:
+    """Remove trees unused for `older_than` seconds (and every invalid or
+    incomplete one), stale build dirs, and run/failure records that old."""
+    now = time.time() if now is None else now
+    cutoff = now - older_than
+    report = Report(dry_run=dry_run)
+    trees = list_trees(layout)
+    doomed = []
+    for t in trees:
+        if t.status == "symlink":
+            report.skipped.append(Skip(t.path, "tree", "is a symlink; launcher never follows "
+                                                        "links out of the cache"))
+        elif t.status in ("invalid", "incomplete"):
+            doomed.append((t, f"{t.status}: {t.problem}"))
+        elif t.last_used < cutoff:
+            doomed.append((t, f"last used {ago(t.last_used, now)} ({t.last_used_from})"))
+    _remove_trees(layout, doomed, report)
+    _remove_stale_build_dirs(layout, report)
+    _remove_files(layout.runs, "*.jsonl", "run-record", cutoff, report)
+    _remove_files(layout.failures, "*.json", "failure-record", cutoff, report)
+    _remove_orphan_stamps(layout, report)
+    return report
+
+
+def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
+    """Remove every tree not held, stale build dirs, run and failure records,
+    the probe cache and the fast-path memo.  Kept: requirement sets (a running
+    job's workers rebuild from them), the gate, shims, locks and the installs
+    log."""
+    report = Report(dry_run=dry_run)
+    trees = list_trees(layout)
+    doomed = []
+    for t in trees:
+        if t.status == "symlink":
+            report.skipped.append(Skip(t.path, "tree", "is a symlink; launcher never follows "
+                                                        "links out of the cache"))
+        else:
+            doomed.append((t, "clear"))
+    _remove_trees(layout, doomed, report)
+    _remove_stale_build_dirs(layout, report)
+    inf = float("inf")
+    _remove_files(layout.runs, "*.jsonl", "run-record", inf, report)
+    _remove_files(layout.failures, "*.json", "failure-record", inf, report)
+    _remove_files(layout.probes, "*.json", "probe", inf, report)
+    _remove_files(layout.memo, "*", "memo", inf, report)
+    _remove_orphan_stamps(layout, report)
+    return report
+
+
+def _remove_trees(layout: CacheLayout, doomed: list[tuple[TreeInfo, str]], report: Report) -> None:
+    if not doomed:
+        return
+    holders = find_holders(layout, [t for t, _ in doomed])
+    for t, reason in doomed:
+        held = holders.get(t.name, [])
+        if held:
+            report.skipped.append(Skip(t.path, "tree", "in use by " + ", ".join(h.line() for h in held),
+                                       [h.pid for h in held]))
+            continue
+        skip = _remove_locked(layout, Path(t.path), t.name, report.dry_run)
+        if skip is not None:
+            report.skipped.append(skip)
+            continue
+        report.removed.append(Removal(t.path, "tree", t.size, reason))
+        if not report.dry_run:
+            _unlink(used_stamp(layout, t.name))
+
+
+def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) -> Skip | None:
+    """Under the tree's lock (not waiting): move aside, then delete.  None when done."""
+    from filelock import FileLock, Timeout
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return Skip(str(path), "tree", "already gone")
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return Skip(str(path), "tree", "not a real directory; never followed or removed")
+    lock_path = layout.locks / f"{name}.lock"
+    try:
+        layout.locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=0)
+        lock.acquire()
+    except Timeout:
+        pid = _lock_pid(lock_path)
+        return Skip(str(path), "tree", "its build lock is held"
+                    + (f" by pid {pid} (building it)" if pid else " by another process"),
+                    [pid] if pid else [])
+    except OSError as exc:
+        return Skip(str(path), "tree", f"cannot take its lock {lock_path}: {exc.strerror or exc}")
+    try:
+        if dry_run:
+            return None
+        trash = layout.trees / f".trash-{name}-{os.getpid()}-{time.time_ns() % 10**9}"
+        try:
+            os.rename(path, trash)
+        except OSError as exc:
+            return Skip(str(path), "tree", f"cannot move it aside: {exc.strerror or exc}")
+    finally:
+        lock.release()
+    _rmtree(trash)
+    return None
+
+
+def _lock_pid(lock_path: Path) -> int | None:
+    try:
+        return int(lock_path.with_suffix(".pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _rmtree(path: Path) -> None:
+    # rmtree on a real directory never follows symlinks inside it (it unlinks them).
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
+    """A `.tmp-`/`.trash-` dir is stale when its tree's lock is free and the
+    process that made it is gone."""
+    import psutil
+    from filelock import FileLock, Timeout
+
+    for p in stale_build_dirs(layout):
+        m = _STALE.match(p.name)
+        assert m is not None
+        pid = int(m.group("pid"))
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            report.skipped.append(Skip(str(p), "build-dir", "not a real directory; never followed"))
+            continue
+        if pid != os.getpid() and psutil.pid_exists(pid):
+            report.skipped.append(Skip(str(p), "build-dir", f"its builder pid {pid} is still running",
+                                       [pid]))
+            continue
+        lock = FileLock(str(layout.locks / f"{m.group('tree')}.lock"), timeout=0)
+        try:
+            layout.locks.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except (Timeout, OSError):
+            report.skipped.append(Skip(str(p), "build-dir", "its tree is being built"))
+            continue
+        try:
+            size = du(p)
+            if not report.dry_run:
+                _rmtree(p)
+        finally:
+            lock.release()
+        report.removed.append(Removal(str(p), "build-dir", size, "left by a build that did not finish"))
+
+
+def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, report: Report) -> None:
+    try:
+        candidates = sorted(directory.glob(pattern))
+    except OSError:
+        return
+    for p in candidates:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+            continue
+        if not report.dry_run:
+            _unlink(p)
+        report.removed.append(Removal(str(p), kind, st.st_size,
+                                      "clear" if cutoff == float("inf") else "older than the cutoff"))
+
+
+def _remove_orphan_stamps(layout: CacheLayout, report: Report) -> None:
+    d = layout.root / USED
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        if not os.path.lexists(layout.trees / n) and not report.dry_run:
+            _unlink(d / n)
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+# ---------------------------------------------------------------------- info
+
+
+def info(layout: CacheLayout) -> dict[str, Any]:
+    trees = list_trees(layout)
+    # Trees are measured from their manifests (walking them would look like a use).
+    areas = {"trees": sum(t.size for t in trees) + sum(du(p) for p in stale_build_dirs(layout))}
+    for name in ("runs", "log", "probes", "specs", "failures", "bootstrap", "shims", "memo",
+                 "locks", USED):
+        p = layout.root / name
+        areas[name] = du(p) if p.is_dir() and not p.is_symlink() else 0
+    by_status: dict[str, int] = {}
+    for t in trees:
+        by_status[t.status] = by_status.get(t.status, 0) + 1
+    runs = list(layout.runs.glob("*.jsonl")) if layout.runs.is_dir() else []
+    return {
+        "root": str(layout.root),
+        "exists": layout.root.is_dir(),
+        "total_bytes": sum(areas.values()),
+        "areas": areas,
+        "trees": len(trees),
+        "trees_by_status": by_status,
+        "tree_bytes": sum(t.size for t in trees),
+        "stale_build_dirs": len(stale_build_dirs(layout)),
+        "run_records": len(runs),
+        "least_recently_used": min((t.last_used for t in trees), default=None),
+        "most_recently_used": max((t.last_used for t in trees), default=None),
+    }
+
+
+# -------------------------------------------------------------------- display
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def ago(t: float, now: float | None = None) -> str:
+    d = max(0.0, (time.time() if now is None else now) - t)
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if d >= size:
+            n = int(d // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"

@@ -1,0 +1,33 @@
+"""`launcher prewarm --python A --python B ... [--with ...] [--jobs N]`"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from launcher.cli import reports_errors, say
+from launcher.commands.options import explicit_flags, runtime_options
+
+
+@click.command("prewarm", short_help="Build runtime trees ahead of time.")
+@runtime_options
+@click.option("-j", "--jobs", metavar="N", default=None,
+              help="Build up to N trees at once (default 1, or LAUNCHER_PREWARM_JOBS; at most 8).")
+@click.pass_context
+@reports_errors
+def command(ctx: click.Context, jobs: str | None, **params: Any) -> None:
+    """Build the runtime trees for each --python ahead of time (e.g. in a CI image).
+
+    Takes the same options and configuration as `launcher run`; a later
+    `launcher run` with the same settings finds its trees ready.
+    """
+    from launcher.prewarm import prewarm
+
+    done = prewarm(explicit_flags(ctx, params), jobs, say=say, tty=sys.stderr.isatty())
+    failed = [j for j in done if j.state == "failed"]
+    if failed:
+        say(f"prewarm: {len(failed)} of {len(done)} runtime tree(s) failed; "
+            "run 'launcher doctor' for the installer's output")
+        sys.exit(1)
