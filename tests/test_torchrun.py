@@ -49,7 +49,9 @@ def jemalloc(pid="self"):
 dist.init_process_group("gloo")
 t = torch.tensor([float(dist.get_rank() + 1)])
 dist.all_reduce(t)
-print(json.dumps({
+# One write per line: ranks share the pipe, and PYTHONUNBUFFERED print()
+# writes the text and its newline separately.
+sys.stdout.write(json.dumps({
     "rank": dist.get_rank(),
     "sum": t.item(),
     "pid": os.getpid(),
@@ -59,7 +61,8 @@ print(json.dumps({
     "gate": getattr(sys.modules.get("sitecustomize"), "__file__", None),
     "bootstrap": os.environ.get("LAUNCHER_BOOTSTRAP"),
     "ld_preload": os.environ.get("LD_PRELOAD", "<unset>"),
-}), flush=True)
+}) + "\n")
+sys.stdout.flush()
 dist.destroy_process_group()
 '''
 
