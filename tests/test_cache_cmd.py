@@ -34,14 +34,9 @@ def template(tmp_path_factory: pytest.TempPathFactory, py311: str, py313: str, p
 
 
 def _env(cache: Path) -> dict[str, str]:
-    from conftest import LAUNCHER
+    from conftest import base_env
 
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith("LAUNCHER_") and k not in ("PYTHONPATH", "LD_PRELOAD", "PYTHON_EXEC")}
-    e["LAUNCHER_CACHE_DIR"] = str(cache)
-    e["PATH"] = f"{LAUNCHER.parent}{os.pathsep}{e.get('PATH', '')}"
-    e.pop("PYTHONDONTWRITEBYTECODE", None)
-    return e
+    return base_env(cache)
 
 
 @pytest.fixture

@@ -24,12 +24,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(cache: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith("LAUNCHER_") and k not in ("PYTHONPATH", "LD_PRELOAD", "PYTHON_EXEC")}
-    e["LAUNCHER_CACHE_DIR"] = str(cache)
-    e["PATH"] = f"{LAUNCHER.parent}{os.pathsep}{e.get('PATH', '')}"
-    e.pop("PYTHONDONTWRITEBYTECODE", None)
-    return e
+    from conftest import base_env
+
+    return base_env(cache)
 
 
 @pytest.fixture(scope="module")

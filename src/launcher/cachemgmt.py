@@ -362,6 +362,10 @@ class Report:
                 "skipped": [asdict(s) for s in self.skipped]}
 
 
+def _symlink_skip(t: TreeInfo) -> Skip:
+    return Skip(t.path, "tree", "is a symlink; launcher never follows links out of the cache")
+
+
 def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
           now: float | None = None) -> Report:
     """Remove trees unused for `older_than` seconds (and every invalid or
@@ -373,8 +377,7 @@ def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
     doomed = []
     for t in trees:
         if t.status == "symlink":
-            report.skipped.append(Skip(t.path, "tree", "is a symlink; launcher never follows "
-                                                        "links out of the cache"))
+            report.skipped.append(_symlink_skip(t))
         elif t.status in ("invalid", "incomplete"):
             doomed.append((t, f"{t.status}: {t.problem}"))
         elif t.last_used < cutoff:
@@ -397,8 +400,7 @@ def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
     doomed = []
     for t in trees:
         if t.status == "symlink":
-            report.skipped.append(Skip(t.path, "tree", "is a symlink; launcher never follows "
-                                                        "links out of the cache"))
+            report.skipped.append(_symlink_skip(t))
         else:
             doomed.append((t, "clear"))
     _remove_trees(layout, doomed, report)
