@@ -153,3 +153,19 @@ def test_fast_path_cache_root_matches_platformdirs(monkeypatch: pytest.MonkeyPat
         else:
             monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
         assert _fastrun.cache_root(os.environ) == str(default_cache_dir())
+
+
+def test_no_record_without_with_and_memo_watches_launcher_itself(env: dict[str, str], cache_dir: Path,
+                                                                 py311: str) -> None:
+    import marshal
+
+    from launcher.bootstrap import GATE_SOURCE
+
+    launcher("run", "--", py311, "-c", "pass", env=env, check=True)
+    assert not list((cache_dir / "runs").glob("*.jsonl"))  # nothing to say, nothing written
+    (memo,) = (cache_dir / "memo").glob("run-*.marshal")
+    (entry,) = marshal.loads(memo.read_bytes()).values()
+    watched = {path for path, _sig in entry[3]}
+    # An upgraded launcher (new gate, new version) must not reuse an old plan.
+    assert str(GATE_SOURCE) in watched
+    assert any(p.endswith("launcher/__init__.py") for p in watched)

@@ -94,3 +94,43 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
         os.replace(tmp, path)
     except OSError:
         pass
+    ensure_bytecode()
+
+
+# The modules the warm path imports (tests/test_gate_imports.py holds it to these).
+FAST_MODULES = ("launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute")
+
+
+def ensure_bytecode() -> None:
+    """Cache the warm path's own bytecode (best effort, full path only).
+
+    Under PYTHONDONTWRITEBYTECODE the import system never writes it (an
+    editable or `uv` install ships none), and compiling these modules at every
+    warm start would cost more than the rest of the fast path: like the gate,
+    write it ourselves once, and again only when a source changed.
+    """
+    if not sys.dont_write_bytecode:
+        return
+    import importlib.util
+    import py_compile
+
+    for name in FAST_MODULES:
+        mod = sys.modules.get(name)
+        src, cached = getattr(mod, "__file__", None), getattr(mod, "__cached__", None)
+        if not src or not cached:
+            continue
+        try:
+            st = os.stat(src)
+            with open(cached, "rb") as f:
+                head = f.read(16)
+            if head[:4] == importlib.util.MAGIC_NUMBER and (
+                    head[4:8] != b"\0\0\0\0"  # hash-based: the import system checks it itself
+                    or (int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+                        and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)):
+                continue
+        except OSError:
+            pass
+        try:
+            py_compile.compile(src, cfile=cached, doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass

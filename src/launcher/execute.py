@@ -3,9 +3,10 @@
 Stdlib only and import-light: the warm fast path (`_fastrun`) and the full
 path share these functions, so both behave identically.  `exec` keeps our
 pid, so exit codes, signals and stdio pass straight through.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations`: importing `__future__` costs the
+warm path more than this whole module (annotations that need it are quoted).
+"""
 
 import os
 import sys
@@ -28,7 +29,7 @@ def new_run_id() -> str:
     return f"{time.time_ns():x}-{os.getpid()}"
 
 
-def child_env(environ: dict[str, str] | os._Environ[str], ours: dict[str, str],
+def child_env(environ: "dict[str, str] | os._Environ[str]", ours: dict[str, str],
               ld_preload: str | None = None) -> dict[str, str]:
     """`environ` with our variables applied.
 

@@ -120,7 +120,12 @@ def prepare(
     layout.ensure()
     boot = ensure_bootstrap(layout)
     gate = str(boot / "sitecustomize.py")
-    watch = [gate]
+    # The launcher's own files too: after an upgrade (or an edit of an
+    # editable install) the warm path must not reuse a plan from the old one.
+    import launcher as _self
+    from launcher.bootstrap import GATE_SOURCE
+
+    watch = [gate, str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
     if resolved.config_file is not None:
         watch.append(str(resolved.config_file))
     if spec is not None:

@@ -123,7 +123,56 @@ def _place(tree, priority):
 
 
 def _build(env, key, tree, exe):
-    """Miss path: ask the launcher (its own interpreter, scrubbed env) to build."""
+    """Miss path.  Cold workers of one tree queue on a lock file of their own:
+    the first asks the launcher to build, the others sleep (no launcher
+    process each) until the tree is published and use it ("waited")."""
+    try:
+        import fcntl
+
+        fd = os.open("%s/locks/%s-%s.gate-lock" % (env["LAUNCHER_CACHE_DIR"], key, env.get("LAUNCHER_SPEC", "")),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+    except (ImportError, OSError):
+        fd = None  # nothing to queue on: build unqueued, as before
+    import time
+
+    try:
+        limit = float(env.get("LAUNCHER_LOCK_TIMEOUT", "900"))
+    except ValueError:
+        limit = 900.0
+    deadline = time.time() + limit
+    pause = 0.002
+    while fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            pass
+        except OSError:  # no flock here (some network filesystems): unqueued
+            os.close(fd)
+            fd = None
+            break
+        # Polled, not blocking: a stuck build must not hang us past the timeout.
+        if os.path.exists(tree + "/" + MANIFEST):
+            os.close(fd)
+            return "waited"
+        if time.time() > deadline:
+            os.close(fd)
+            _say("timed out after %ds waiting for another process to build the runtime for %s; "
+                 "continuing without it. Run 'launcher doctor'." % (limit, key))
+            return "failed"
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.025)
+    try:
+        if fd is not None and os.path.exists(tree + "/" + MANIFEST):
+            return "waited"  # published while we took the lock
+        return _build_now(env, key, tree, exe)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _build_now(env, key, tree, exe):
+    """Ask the launcher (its own interpreter, scrubbed env) to build."""
     cache = env["LAUNCHER_CACHE_DIR"]
     spec = env.get("LAUNCHER_SPEC", "")
     failed = cache + "/failures/" + key + "-" + spec + ".json"
@@ -212,16 +261,35 @@ def _ensure_pyc():
     if not cached or not sys.dont_write_bytecode or os.path.exists(cached):
         return
     try:
-        import py_compile
-
-        py_compile.compile(__file__, cfile=cached, doraise=True)
+        # Write what the import system itself would have (SourceLoader.get_code):
+        # our own module code object, already compiled -- no second compile and
+        # none of the ~20 modules py_compile imports, which N cold workers
+        # starting at once would each pay.
+        try:
+            import _frozen_importlib_external as ext
+        except ImportError:
+            from importlib import _bootstrap_external as ext
+        f = sys._getframe()
+        while f is not None and not (f.f_code.co_name == "<module>" and f.f_globals is globals()):
+            f = f.f_back
+        st = os.stat(__file__)
+        ext.SourceFileLoader(__name__, __file__)._cache_bytecode(
+            __file__, cached, ext._code_to_timestamp_pyc(f.f_code, st.st_mtime, st.st_size))
     except Exception:
-        pass
+        try:
+            import py_compile
+
+            py_compile.compile(__file__, cfile=cached, doraise=True)
+        except Exception:
+            pass
 
 
 def _load_plugins(env, tree):
+    path = tree + "/" + PLUGINS
+    if not os.access(path, os.R_OK):
+        return  # most trees have no plugins: a failing open() would cost an exception
     try:
-        f = open(tree + "/" + PLUGINS, encoding="utf-8")
+        f = open(path, encoding="utf-8")
     except OSError:
         return
     with f:
@@ -449,10 +517,10 @@ def _main():
         else:
             _ensure_pyc()
             state = _build(env, key, tree, exe)
-        if state == "hit" or state == "built":
+        if state == "hit" or state == "built" or state == "waited":
             _place(tree, env.get("LAUNCHER_PRIORITY", "last"))
             _load_plugins(env, tree)
-    if state != "hit" or env.get("LAUNCHER_RECORD"):
+    if (state != "hit" and state != "no-spec") or env.get("LAUNCHER_RECORD"):
         preloads = env.get("LAUNCHER_PRELOAD_LIBS", "")
         _record(
             env, "gate", key=key or abi_key(), state=state, tree=tree,
