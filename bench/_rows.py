@@ -1,0 +1,313 @@
+"""The benchmarks: one function per row of the table.
+
+Each row first checks that side A really does what the row claims (the tree
+is imported, the gate's bytecode is used, the warm fast path is taken,
+jemalloc is mapped, exactly one install ran) and only then times it: a fast
+number for the wrong thing would be worse than no number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _measure import TIME, Cmd, CommandFailed, paired, paired_rss
+from _workspace import LAUNCHER, WITH_ARGS, Missing, Workspace
+
+
+@dataclass
+class Row:
+    id: str
+    title: str
+    a: str
+    b: str
+    budget: float
+    unit: str = "ratio"  # "ratio": median A/B time; "kib": median peak-RSS delta
+    status: str = "skip"  # "pass" | "fail" | "skip"
+    summary: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def judge(self) -> Row:
+        value = self.summary["median"]
+        self.status = "pass" if value <= self.budget else "fail"
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How many pairs each kind of row gets (`--quick` shrinks them all)."""
+
+    start: int = 150  # one interpreter start per sample (~20-50 ms)
+    fanout: int = 30  # 16 spawn workers per sample (~1 s)
+    herd: int = 5  # a cold build per sample (~2-4 s)
+    memory: int = 30
+
+
+PASS = "pass"
+CHECK_TREE = "import sys, markupsafe; print(markupsafe.__file__)"
+
+
+def _output(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _check_matched(py: str, prepared: Any) -> str:
+    """The tree is imported, the gate says nothing and runs from its own bytecode."""
+    proc = _output([py, "-c", CHECK_TREE], prepared.env)
+    tree = str(prepared.interpreters[0].tree)
+    if proc.returncode != 0 or not proc.stdout.startswith(tree + "/") or proc.stderr:
+        raise CommandFailed(f"gated {py} did not import markupsafe from {tree}: "
+                            f"{proc.stdout.strip()} {proc.stderr.strip()}")
+    verbose = _output([py, "-v", "-c", "pass"], prepared.env).stderr
+    pyc = f"code object from '{prepared.bootstrap}/__pycache__/sitecustomize."
+    if pyc not in verbose:
+        raise CommandFailed(f"gated {py} compiled the gate from source instead of using its .pyc")
+    return "tree imported; gate from .pyc"
+
+
+# ------------------------------------------------------------------ gate rows
+
+
+def gate_matched(ws: Workspace, scale: Scale, row: Row, which: str) -> Row:
+    try:
+        py = ws.venv("bare311") if which == "3.11" else ws.foreign(which)
+    except Missing as exc:
+        row.note = str(exc)
+        return row
+    if which == "3.11":
+        row.title = row.title.replace("3.11", ws.version(py), 1)
+    prepared = ws.prepare(py)
+    row.note = _check_matched(py, prepared)
+    pairs = paired(Cmd([py, "-c", PASS], prepared.env), Cmd([py, "-c", PASS], ws.base_env()),
+                   pairs=scale.start)
+    row.summary = pairs.summary()
+    return row.judge()
+
+
+def gate_chaining(ws: Workspace, scale: Scale, row: Row) -> Row:
+    py = ws.venv("chain311", sitecustomize="import os\nos.environ['BENCH_CHAINED'] = '1'\n")
+    prepared = ws.prepare(py)
+    _check_matched(py, prepared)
+    code = ("import os, sys; print(os.environ.get('BENCH_CHAINED'), "
+            "'launcher_chained_sitecustomize' in sys.modules)")
+    got = _output([py, "-c", code], prepared.env).stdout.split()
+    if got != ["1", "True"]:
+        raise CommandFailed(f"the venv's own sitecustomize did not run under the gate: {got}")
+    row.note = "tree imported; gate from .pyc; venv sitecustomize chained"
+    pairs = paired(Cmd([py, "-c", PASS], prepared.env), Cmd([py, "-c", PASS], ws.base_env()),
+                   pairs=scale.start)
+    row.summary = pairs.summary()
+    return row.judge()
+
+
+MAPPED = ("import os\nm = open('/proc/self/maps').read()\n"
+          "print('libjemalloc' in m, os.environ.get('LD_PRELOAD', '<unset>'))")
+
+
+def gate_preload(ws: Workspace, scale: Scale, row: Row) -> Row:
+    from launcher.errors import LauncherError
+
+    py = ws.venv("bare311")
+    try:
+        prepared = ws.prepare(py, preload=["jemalloc"])
+    except LauncherError as exc:
+        row.note = exc.line()
+        return row
+    bare = dict(ws.base_env(), LD_PRELOAD="libjemalloc.so.2")
+    a = Cmd(prepared.argv, prepared.env)  # [shim, "-c", "pass"]
+    b = Cmd([py, "-c", PASS], bare)
+    # A preload bug is recorded as such (and the row fails), not timed.
+    got_a = _output([*prepared.argv[:-1], MAPPED], prepared.env)
+    got_b = _output([py, "-c", MAPPED], bare)
+    if got_b.stdout.split()[:1] != ["True"]:
+        row.note = f"LD_PRELOAD=libjemalloc.so.2 does not load here ({got_b.stderr.strip()[:200]})"
+        return row
+    a_mapped, _, a_ld = got_a.stdout.strip().partition(" ")
+    if got_a.returncode != 0 or a_mapped != "True" or "jemalloc" in a_ld:
+        row.status = "fail"
+        row.note = (f"preload bug (not speed): through the shim jemalloc mapped={a_mapped or '?'}, "
+                    f"LD_PRELOAD seen by the program={a_ld or '?'} {got_a.stderr.strip()[:200]}")
+        return row
+    row.note = "jemalloc mapped via the shim; caller's LD_PRELOAD restored for children"
+    row.summary = paired(a, b, pairs=scale.start).summary()
+    return row.judge()
+
+
+def memory(ws: Workspace, scale: Scale, row: Row) -> Row:
+    if not os.access(TIME, os.X_OK):
+        row.note = f"{TIME} is absent (apt-get install time)"
+        return row
+    py = ws.venv("bare311")
+    prepared = ws.prepare(py)
+    ra, rb = paired_rss(Cmd([py, "-c", PASS], prepared.env), Cmd([py, "-c", PASS], ws.base_env()),
+                        pairs=scale.memory)
+    deltas = [x - y for x, y in zip(ra, rb, strict=True)]
+    row.summary = {"pairs": len(deltas), "median": statistics.median(deltas), "min": min(deltas),
+                   "max": max(deltas), "a_kib": statistics.median(ra), "b_kib": statistics.median(rb)}
+    row.note = "peak RSS (ru_maxrss) of the python process itself, reported by GNU time"
+    return row.judge()
+
+
+# ------------------------------------------------------------- launcher rows
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Module names from `-X importtime` output."""
+    out = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                out.add(name)
+    return out
+
+
+HEAVY = ("click", "pydantic", "rich", "packaging", "platformdirs", "json", "filelock", "launcher.cli",
+         "launcher.plan")
+
+
+def launch(ws: Workspace, scale: Scale, row: Row) -> Row:
+    py = ws.venv("bare311")
+    a = Cmd(ws.run_args(py, "-c", PASS), ws.launcher_env())
+    b = Cmd([py, "-c", PASS], ws.base_env())
+    # The first run takes the full path and remembers it; check the next one is the fast path.
+    subprocess.run(a.argv, env=a.env, check=True, capture_output=True, timeout=300)
+    probe = _output([sys.executable, "-X", "importtime", *a.argv], a.env)
+    mods = imported_modules(probe.stderr)
+    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY or m in HEAVY)
+    if probe.returncode != 0 or "launcher._fastrun" not in mods or heavy:
+        raise CommandFailed(f"the warm run did not take the fast path (imported {heavy[:5]})")
+    row.note = "fast path taken: no click/pydantic/json imported"
+    row.summary = paired(a, b, pairs=scale.start).summary()
+    return row.judge()
+
+
+def fanout(ws: Workspace, scale: Scale, row: Row) -> Row:
+    bare = ws.venv("bare311")
+    installed = ws.venv("markupsafe311", packages=("markupsafe",))
+    script = str(ws.work / "fanout.py")
+    a = Cmd(ws.run_args(bare, script), ws.launcher_env())
+    b = Cmd([installed, script], ws.base_env())
+    files_a = _output([*a.argv, "--print"], a.env).stdout.split()
+    files_b = _output([*b.argv, "--print"], b.env).stdout.split()
+    if len(files_a) != 16 or not all("/trees/" in f for f in files_a):
+        raise CommandFailed(f"spawn workers under the launcher did not import from the tree: {files_a[:2]}")
+    if len(files_b) != 16 or not all("site-packages" in f for f in files_b):
+        raise CommandFailed(f"spawn workers in the venv did not import its markupsafe: {files_b[:2]}")
+    row.note = "all 16 workers import markupsafe from the runtime tree (A) / site-packages (B)"
+    row.summary = paired(a, b, pairs=scale.fanout, warmup=1).summary()
+    return row.judge()
+
+
+def cold_herd(ws: Workspace, scale: Scale, row: Row) -> Row:
+    try:
+        py = ws.foreign("3.13")
+    except Missing as exc:
+        row.note = str(exc)
+        return row
+    herd = str(ws.work / "herd.sh")
+    counter = itertools.count()
+    installs: list[int] = []
+
+    def fresh(n: int) -> Callable[[], Cmd]:
+        def make() -> Cmd:
+            cache = ws.root / "herd" / f"{next(counter)}-{n}"
+            return Cmd([str(LAUNCHER), "run", *WITH_ARGS, "--", herd, str(n), py],
+                       ws.launcher_env(cache))
+        return make
+
+    def after(side: str, cmd: Cmd) -> None:
+        cache = Path(cmd.env["LAUNCHER_CACHE_DIR"])
+        built = _built(cache)
+        shutil.rmtree(cache, ignore_errors=True)
+        if built != 1:
+            raise CommandFailed(f"{'16 workers' if side == 'a' else '1 worker'} on a cold cache ran "
+                                f"{built} installs, not exactly 1")
+        if side == "a":
+            installs.append(built)
+
+    pairs = paired(fresh(16), fresh(1), pairs=scale.herd, warmup=1, after=after)
+    row.summary = pairs.summary()
+    row.summary["installs"] = installs
+    # The floor: what 15 more workers cost on this machine with no launcher at
+    # all (the same bash parent, a 3.13 venv that has markupsafe installed).
+    installed = ws.venv("markupsafe313", packages=("markupsafe",), base=py)
+    floor = paired(Cmd([herd, "16", installed, "bare"], ws.base_env()),
+                   Cmd([herd, "1", installed, "bare"], ws.base_env()), pairs=max(scale.herd, 5), warmup=1)
+    extra = row.summary["a_ms"] - row.summary["b_ms"]
+    row.summary["floor_ms"] = floor.summary()["a_ms"] - floor.summary()["b_ms"]
+    row.summary["floor_ratio"] = (row.summary["b_ms"] + row.summary["floor_ms"]) / row.summary["b_ms"]
+    row.note = (f"{scale.herd} pairs (each sample is a full cold build); exactly 1 install "
+                f"(installs.jsonl, result \"built\") in every run; the herd costs {extra:.0f} ms more "
+                f"than one build, of which {row.summary['floor_ms']:.0f} ms is what 15 more workers cost "
+                "here without the launcher (herd.sh 16 vs 1 in a 3.13 venv with markupsafe), i.e. "
+                f"{row.summary['floor_ratio']:.2f}× before the launcher does anything")
+    return row.judge()
+
+
+def _built(cache: Path) -> int:
+    try:
+        lines = (cache / "log" / "installs.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(1 for ln in lines if ln.strip() and json.loads(ln).get("result") == "built")
+
+
+RowFn = Callable[[Workspace, Scale, Row], Row]
+GATE_A = "`python -c pass` with the launcher's env, `--with markupsafe` tree present"
+BARE = "bare `python -c pass`"
+
+
+def _gate(which: str) -> RowFn:
+    return lambda ws, scale, row: gate_matched(ws, scale, row, which)
+
+
+def rows() -> list[tuple[Row, RowFn]]:
+    """Every row, in the order of the table (cheap rows first, the cold herd last)."""
+    return [
+        (Row("gate-3.11", "gate, matched path (3.11, venv of the machine's python3)", GATE_A, BARE, 1.10),
+         _gate("3.11")),
+        (Row("gate-3.13", "gate, matched path (3.13)", GATE_A, BARE, 1.10), _gate("3.13")),
+        (Row("gate-3.13t", "gate, matched path (3.13t, free-threaded)", GATE_A, BARE, 1.10),
+         _gate("3.13t")),
+        (Row("gate-chain", "gate with chaining (3.11 venv with its own sitecustomize.py)",
+             "the venv's `python -c pass` with the launcher's env: the gate chains the venv's "
+             "sitecustomize", "that venv bare (its sitecustomize runs directly)", 1.10), gate_chaining),
+        (Row("gate-preload", "gate with preloads (3.11, `--preload jemalloc`)",
+             "`python -c pass` started through the launcher's shim, tree present",
+             "bare `python -c pass` with `LD_PRELOAD=libjemalloc.so.2`", 1.10), gate_preload),
+        (Row("launch", "launch: warm `launcher run` (3.11)",
+             "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.2),
+         launch),
+        (Row("memory", "memory: peak RSS of a gated start (3.11)", GATE_A, BARE, 1024, unit="kib"),
+         memory),
+        (Row("fan-out", "fan-out: 16 spawn workers importing markupsafe (3.11)",
+             "the parent under `launcher run --with markupsafe` (bare venv)",
+             "the same parent in a venv with markupsafe installed", 1.10), fanout),
+        (Row("cold-herd", "cold herd: 16 concurrent 3.13 workers on a cold cache",
+             "`launcher run --with markupsafe ... -- herd.sh 16 python3.13`: a bash parent, so every "
+             "worker's gate takes the miss path", "the same with 1 worker: one cold build", 1.3),
+         cold_herd),
+    ]
+
+
+def run_row(row: Row, fn: RowFn, ws: Workspace, scale: Scale) -> Row:
+    """A row whose check or set-up fails is a failed row with the reason, not a crash."""
+    try:
+        return fn(ws, scale, row)
+    except (CommandFailed, subprocess.SubprocessError, OSError) as exc:
+        row.status = "fail"
+        row.note = f"error: {exc}"
+        return row
