@@ -23,6 +23,8 @@ from typing import Any
 from _measure import TIME, Cmd, CommandFailed, paired, paired_rss
 from _workspace import LAUNCHER, WITH_ARGS, Missing, Workspace
 
+from support import imported_modules
+
 
 @dataclass
 class Row:
@@ -161,17 +163,6 @@ def memory(ws: Workspace, scale: Scale, row: Row) -> Row:
 
 
 # ------------------------------------------------------------- launcher rows
-
-
-def imported_modules(importtime_stderr: str) -> set[str]:
-    """Module names from `-X importtime` output."""
-    out = set()
-    for line in importtime_stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            name = line.rsplit("|", 1)[1].strip()
-            if name != "imported package":
-                out.add(name)
-    return out
 
 
 HEAVY = ("click", "pydantic", "rich", "packaging", "platformdirs", "json", "filelock", "launcher.cli",

@@ -11,15 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("LAUNCHER_TEST_SHARED", REPO.parent / "shared"))
-WHEELHOUSE = SHARED / "wheelhouse"
-PYTHONS = Path(os.environ.get("LAUNCHER_TEST_PYTHONS", REPO / ".pythons"))
-LAUNCHER = Path(sys.executable).parent / "launcher"
-FOREIGN = {
-    "3.13": PYTHONS / "cpython-3.13" / "bin" / "python3.13",
-    "3.13t": PYTHONS / "cpython-3.13t" / "bin" / "python3.13t",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa: E402,F401
+
 # What `--with markupsafe` means here: offline, from the shared wheelhouse.
 WITH_ARGS = ["--with", "markupsafe", "--find-links", str(WHEELHOUSE), "--offline"]
 WITH_FLAGS: dict[str, Any] = {"with": ["markupsafe"], "find-links": [str(WHEELHOUSE)], "offline": True}

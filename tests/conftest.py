@@ -11,17 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("LAUNCHER_TEST_SHARED", REPO.parent / "shared"))
-WHEELHOUSE = SHARED / "wheelhouse"
-PYTHONS = Path(os.environ.get("LAUNCHER_TEST_PYTHONS", REPO / ".pythons"))
-LAUNCHER = Path(sys.executable).parent / "launcher"
-
-FOREIGN = {
-    "3.13": PYTHONS / "cpython-3.13" / "bin" / "python3.13",
-    "3.13t": PYTHONS / "cpython-3.13t" / "bin" / "python3.13t",
-}
-
+from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa: F401 - re-exported
 
 STRICT = bool(os.environ.get("LAUNCHER_TEST_STRICT"))
 

@@ -20,8 +20,8 @@ from conftest import LAUNCHER, WHEELHOUSE, installs, launcher, offline_with
 from launcher import preload
 from launcher.doctor.models import Finding, Report, report_schema
 from launcher.errors import UsageError
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 MARKUPSAFE_311 = "markupsafe-3.0.3-cp311-cp311-*.whl"
 PSUTIL_ABI3 = "psutil-7.2.2-cp36-abi3-*.whl"
 SPEEDUPS_311 = "markupsafe/_speedups.cpython-311-x86_64-linux-gnu.so"

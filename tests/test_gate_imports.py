@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LAUNCHER, foreign_python, offline_with
+from support import imported_modules
 
 # What the gate may add to sys.modules on the matched path: itself, nothing else.
 GATE_ALLOWED = {"sitecustomize"}
@@ -103,17 +104,6 @@ def test_matched_gate_runs_from_its_own_bytecode(
     assert f"matches {boot}/sitecustomize.py" in verbose, "the gate was compiled from source again"
 
 
-def imported(importtime_stderr: str) -> set[str]:
-    """Module names from `-X importtime` output."""
-    out = set()
-    for line in importtime_stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            name = line.rsplit("|", 1)[1].strip()
-            if name != "imported package":
-                out.add(name)
-    return out
-
-
 def test_warm_launcher_run_imports_no_heavy_module(py311: str, base_env: dict[str, str]) -> None:
     args = [sys.executable, "-X", "importtime", str(LAUNCHER), "run", *offline_with("markupsafe"), "--",
             py311, "-c", "pass"]
@@ -122,7 +112,7 @@ def test_warm_launcher_run_imports_no_heavy_module(py311: str, base_env: dict[st
     bare = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], env=base_env,
                           capture_output=True, text=True, timeout=120)
     assert cold.returncode == warm.returncode == bare.returncode == 0, warm.stderr
-    cold_mods, warm_mods, bare_mods = imported(cold.stderr), imported(warm.stderr), imported(bare.stderr)
+    cold_mods, warm_mods, bare_mods = (imported_modules(p.stderr) for p in (cold, warm, bare))
 
     assert "launcher.plan" in cold_mods  # the parser sees the full path when it runs
     assert "launcher._fastrun" in warm_mods and "launcher.plan" not in warm_mods, "no fast path"

@@ -35,7 +35,7 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,32 +362,21 @@ class Report:
                 "skipped": [asdict(s) for s in self.skipped]}
 
 
-def _symlink_skip(t: TreeInfo) -> Skip:
-    return Skip(t.path, "tree", "is a symlink; launcher never follows links out of the cache")
-
-
 def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
           now: float | None = None) -> Report:
     """Remove trees unused for `older_than` seconds (and every invalid or
     incomplete one), stale build dirs, and run/failure records that old."""
     now = time.time() if now is None else now
     cutoff = now - older_than
-    report = Report(dry_run=dry_run)
-    trees = list_trees(layout)
-    doomed = []
-    for t in trees:
-        if t.status == "symlink":
-            report.skipped.append(_symlink_skip(t))
-        elif t.status in ("invalid", "incomplete"):
-            doomed.append((t, f"{t.status}: {t.problem}"))
-        elif t.last_used < cutoff:
-            doomed.append((t, f"last used {ago(t.last_used, now)} ({t.last_used_from})"))
-    _remove_trees(layout, doomed, report)
-    _remove_stale_build_dirs(layout, report)
-    _remove_files(layout.runs, "*.jsonl", "run-record", cutoff, report)
-    _remove_files(layout.failures, "*.json", "failure-record", cutoff, report)
-    _remove_orphan_stamps(layout, report)
-    return report
+
+    def why(t: TreeInfo) -> str | None:
+        if t.status in ("invalid", "incomplete"):
+            return f"{t.status}: {t.problem}"
+        if t.last_used < cutoff:
+            return f"last used {ago(t.last_used, now)} ({t.last_used_from})"
+        return None
+
+    return _sweep(layout, Report(dry_run=dry_run), why, cutoff)
 
 
 def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
@@ -395,21 +384,27 @@ def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
     the probe cache and the fast-path memo.  Kept: requirement sets (a running
     job's workers rebuild from them), the gate, shims, locks and the installs
     log."""
-    report = Report(dry_run=dry_run)
-    trees = list_trees(layout)
+    report = _sweep(layout, Report(dry_run=dry_run), lambda t: "clear", float("inf"))
+    _remove_files(layout.probes, "*.json", "probe", float("inf"), report)
+    _remove_files(layout.memo, "*", "memo", float("inf"), report)
+    return report
+
+
+def _sweep(layout: CacheLayout, report: Report, why: Callable[[TreeInfo], str | None],
+           cutoff: float) -> Report:
+    """Remove the trees `why` names a reason for (never a symlinked entry, never
+    a held tree), stale build dirs, and run/failure records older than `cutoff`."""
     doomed = []
-    for t in trees:
+    for t in list_trees(layout):
         if t.status == "symlink":
-            report.skipped.append(_symlink_skip(t))
-        else:
-            doomed.append((t, "clear"))
+            report.skipped.append(Skip(t.path, "tree", "is a symlink; launcher never follows "
+                                                        "links out of the cache"))
+        elif (reason := why(t)) is not None:
+            doomed.append((t, reason))
     _remove_trees(layout, doomed, report)
     _remove_stale_build_dirs(layout, report)
-    inf = float("inf")
-    _remove_files(layout.runs, "*.jsonl", "run-record", inf, report)
-    _remove_files(layout.failures, "*.json", "failure-record", inf, report)
-    _remove_files(layout.probes, "*.json", "probe", inf, report)
-    _remove_files(layout.memo, "*", "memo", inf, report)
+    _remove_files(layout.runs, "*.jsonl", "run-record", cutoff, report)
+    _remove_files(layout.failures, "*.json", "failure-record", cutoff, report)
     _remove_orphan_stamps(layout, report)
     return report
 

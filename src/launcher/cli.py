@@ -41,16 +41,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from launcher.commands import build, run
+    from launcher.commands import build, cache_cmd, config_cmd, doctor, prewarm, run
 
-    cli.add_command(run.run)
-    cli.add_command(build.build)
-    for name in ("doctor", "config_cmd", "cache_cmd", "prewarm"):
-        try:
-            mod = __import__(f"launcher.commands.{name}", fromlist=["command"])
-        except ImportError:
-            continue
-        cli.add_command(mod.command)
+    for command in (run.run, doctor.command, config_cmd.command, cache_cmd.command,
+                    prewarm.command, build.build):
+        cli.add_command(command)
 
 
 _register()

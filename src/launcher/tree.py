@@ -30,7 +30,7 @@ from launcher.spec import Spec
 MANIFEST = ".launcher-manifest.json"
 PLUGINS = ".launcher-plugins"
 PLUGIN_GROUP = "launcher.plugins"
-_EXT_TAG = re.compile(r"(\.(?:cpython-[^./]+|pypy[^./]+|abi3))\.(?:so|pyd)$")
+EXT_TAG = re.compile(r"(\.(?:cpython-[^./]+|pypy[^./]+|abi3))\.(?:so|pyd)$")
 
 
 class FileEntry(BaseModel):
@@ -93,7 +93,7 @@ def foreign_extensions(root: Path, interp: Interpreter) -> list[tuple[str, str]]
     suffixes = set(interp.ext_suffixes)
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            m = _EXT_TAG.search(name)
+            m = EXT_TAG.search(name)
             if not m:
                 continue
             suffix = m.group(0)
@@ -333,22 +333,9 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
 
 def installer_env() -> dict[str, str]:
     """The environment the installer runs in: it must not inject the launcher into itself."""
-    env = {}
-    boot = os.environ.get("LAUNCHER_BOOTSTRAP")
-    for k, v in os.environ.items():
-        if k.startswith("LAUNCHER_") or k in ("PYTHONPATH", "PYTHON_EXEC", "VIRTUAL_ENV"):
-            continue
-        env[k] = v
-    pp = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-          if p and p != boot and "/bootstrap/" not in p]
-    if pp:
-        env["PYTHONPATH"] = os.pathsep.join(pp)
-    orig = os.environ.get("LAUNCHER_ORIG_LD_PRELOAD")
-    if orig is not None:
-        if orig.startswith("set:"):
-            env["LD_PRELOAD"] = orig[4:]
-        else:
-            env.pop("LD_PRELOAD", None)
+    from launcher.gate.sitecustomize import scrubbed_env
+
+    env: dict[str, str] = scrubbed_env(os.environ)
     return env
 
 

@@ -35,8 +35,8 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
             say(f"{pi.interpreter.executable}: {pi.interpreter.abi_key}, runtime "
                 f"{pi.tree.name if pi.tree else '-'} ({pi.state})")
         say(f"exec {' '.join(prepared.argv)}")
-    if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None:
-        _fastrun.remember(["run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else [],
-                          os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
+    if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None \
+            and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
+        _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
                           prepared.watch, str(prepared.layout.root))
     sys.exit(prepared.exec())

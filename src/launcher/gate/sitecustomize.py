@@ -198,7 +198,7 @@ def _build_now(env, key, tree, exe):
         return "no-launcher"
     import subprocess
 
-    child_env = _scrubbed_env(env)
+    child_env = scrubbed_env(env)
     argv = [
         launcher_python, "-I", "-m", "launcher", "_build",
         "--python", exe or "",
@@ -232,19 +232,20 @@ def _build_now(env, key, tree, exe):
     return "failed"
 
 
-def _scrubbed_env(env):
-    """What the installer sees: no gate, no preloads of ours, no LAUNCHER_*."""
+def scrubbed_env(env):
+    """What the installer and the builder see: no gate (our bootstrap, an outer
+    launch's too), no preloads or shim of ours, no LAUNCHER_* variables.  The
+    launcher's own installer calls this too (tree.installer_env)."""
     out = {}
     boot = env.get("LAUNCHER_BOOTSTRAP", "")
     for k, v in env.items():
-        if k.startswith("LAUNCHER_") and k != "LAUNCHER_CACHE_DIR":
+        if k.startswith("LAUNCHER_") or k in ("PYTHONPATH", "PYTHON_EXEC", "VIRTUAL_ENV"):
             continue
-        if k == "PYTHONPATH":
-            kept = [p for p in v.split(os.pathsep) if p and p != boot]
-            if not kept:
-                continue
-            v = os.pathsep.join(kept)
         out[k] = v
+    kept = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+            if p and p != boot and "/bootstrap/" not in p]
+    if kept:
+        out["PYTHONPATH"] = os.pathsep.join(kept)
     orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
     if orig is not None:
         if orig.startswith("set:"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from launcher.doctor.context import abi_tag
 from launcher.doctor.models import Finding, fail, ok, warn
 from launcher.probe import Interpreter
-from launcher.tree import _EXT_TAG, built_for
+from launcher.tree import EXT_TAG, built_for
 
 # Debian's version-less dir, on the path of every python3 (and PyPy) of the system.
 _SHARED_DIR = re.compile(r"/lib/python3/dist-packages/?$")
@@ -46,7 +46,7 @@ def scan_dir(root: str, interp: Interpreter) -> tuple[int, list[BadExtension]]:
         dirs[:] = [d for d in dirs if d.isidentifier()]
         reldir = os.path.relpath(dirpath, root)
         for name in files:
-            m = _EXT_TAG.search(name)
+            m = EXT_TAG.search(name)
             if not m:
                 continue
             seen += 1
