@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 
 from launcher import __version__
-from launcher.errors import LauncherError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def say(message: str) -> None:
-    """Every launcher message: stderr, one line, prefixed."""
-    click.echo(f"launcher: {message}", err=True)
-
-
-def reports_errors(fn: F) -> F:
-    """Turn a LauncherError into one clear line and its exit code, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LauncherError as exc:
-            say(exc.line())
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
+from launcher.ui import say
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -175,7 +175,7 @@ def prepare(
         watch.append(str(result.path / MANIFEST))
         watch.extend(str(result.path / f.path) for f in result.manifest.files)
         # `launcher cache` reports (and prunes by) this "last used" stamp.
-        from launcher.cachemgmt import mark_used
+        from launcher.cache.manage import mark_used
 
         mark_used(layout, result.path)
         prepared_interps.append(PreparedInterpreter(interp, result.path, result.state, shim=shim))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from launcher.cli import reports_errors, say
+from launcher.ui import reports_errors, say
 
 
 @click.command("_build", hidden=True)

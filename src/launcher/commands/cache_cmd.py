@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from launcher.cli import reports_errors, say
+from launcher.ui import reports_errors, say
 
 
 def _cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -21,7 +21,7 @@ def _cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _layout(cache_dir: str | None) -> Any:
-    from launcher.cachemgmt import layout_for
+    from launcher.cache.manage import layout_for
     from launcher.config import resolve
 
     flags = {"cache-dir": cache_dir} if cache_dir else {}
@@ -38,7 +38,7 @@ def command() -> None:
 @reports_errors
 def list_(cache_dir: str | None, as_json: bool) -> None:
     """Each tree: ABI, interpreter it was built for, requirements, size, last used, status."""
-    from launcher.cachemgmt import ago, human_size, list_trees
+    from launcher.cache.manage import ago, human_size, list_trees
 
     layout = _layout(cache_dir)
     trees = list_trees(layout)
@@ -66,10 +66,10 @@ def list_(cache_dir: str | None, as_json: bool) -> None:
 @reports_errors
 def info(cache_dir: str | None, as_json: bool) -> None:
     """Where the cache is, how big, and what it holds."""
-    from launcher import cachemgmt
-    from launcher.cachemgmt import ago, human_size
+    from launcher.cache import manage
+    from launcher.cache.manage import ago, human_size
 
-    data = cachemgmt.info(_layout(cache_dir))
+    data = manage.info(_layout(cache_dir))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -87,7 +87,7 @@ def info(cache_dir: str | None, as_json: bool) -> None:
 
 
 def _print_report(report: Any, as_json: bool) -> None:
-    from launcher.cachemgmt import human_size
+    from launcher.cache.manage import human_size
 
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -113,10 +113,10 @@ def _print_report(report: Any, as_json: bool) -> None:
 def prune(older_than: str, dry_run: bool, cache_dir: str | None, as_json: bool) -> None:
     """Remove trees not used lately, invalid ones, leftovers of killed builds
     and old run records.  Trees a running process holds are skipped."""
-    from launcher import cachemgmt
+    from launcher.cache import manage
 
-    age = cachemgmt.parse_age(older_than)
-    _print_report(cachemgmt.prune(_layout(cache_dir), age, dry_run=dry_run), as_json)
+    age = manage.parse_age(older_than)
+    _print_report(manage.prune(_layout(cache_dir), age, dry_run=dry_run), as_json)
 
 
 @command.command("clear", short_help="Remove every tree not in use.")
@@ -125,6 +125,6 @@ def prune(older_than: str, dry_run: bool, cache_dir: str | None, as_json: bool) 
 @reports_errors
 def clear(dry_run: bool, cache_dir: str | None, as_json: bool) -> None:
     """Remove every tree no running process holds, and all records and probes."""
-    from launcher import cachemgmt
+    from launcher.cache import manage
 
-    _print_report(cachemgmt.clear(_layout(cache_dir), dry_run=dry_run), as_json)
+    _print_report(manage.clear(_layout(cache_dir), dry_run=dry_run), as_json)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from launcher.cli import reports_errors
 from launcher.commands.options import explicit_flags, runtime_options
+from launcher.ui import reports_errors
 
 
 def _layer(source: str) -> str:
@@ -37,7 +37,7 @@ def command(ctx: click.Context, as_json: bool, **params: Any) -> None:
     pyproject.toml (or launcher.toml), then defaults.  Options given here are
     resolved exactly as `launcher run` would resolve them.
     """
-    from launcher.cachemgmt import layout_for
+    from launcher.cache.manage import layout_for
     from launcher.config import KEYS, describe_source, resolve
 
     resolved = resolve(explicit_flags(ctx, params))

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from launcher.cli import reports_errors
 from launcher.commands.options import explicit_flags, runtime_options
+from launcher.ui import reports_errors
 
 
 @click.command("doctor", context_settings={"allow_interspersed_args": False})

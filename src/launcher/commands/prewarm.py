@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from launcher.cli import reports_errors, say
 from launcher.commands.options import explicit_flags, runtime_options
+from launcher.ui import reports_errors, say
 
 
 @click.command("prewarm", short_help="Build runtime trees ahead of time.")

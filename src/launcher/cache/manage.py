@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.cache import CacheLayout, default_cache_dir
+from launcher.cache.layout import CacheLayout, default_cache_dir
 from launcher.errors import UsageError
 
 USED = "used"
