@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -16,11 +18,23 @@ from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa
 STRICT = bool(os.environ.get("LAUNCHER_TEST_STRICT"))
 
 
-def missing(reason: str) -> None:
-    """Skip for want of something, saying how to get it; in CI (strict) that is a failure."""
+def missing(reason: str) -> NoReturn:
+    """The one way a test skips: for want of something, saying how to get it.
+    In CI (LAUNCHER_TEST_STRICT=1) that is a failure instead."""
     if STRICT:
         pytest.fail(f"{reason} (LAUNCHER_TEST_STRICT is set: CI must have it)")
     pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Under strict, a skip that did not come through `missing` (a marker, a
+    plugin, a stray pytest.skip) fails too: CI must not pass by skipping."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under LAUNCHER_TEST_STRICT=1: {report.longrepr}"
 
 
 def foreign_python(name: str) -> str:

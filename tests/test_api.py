@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, WHEELHOUSE, installs, launcher, offline_with
+from conftest import REPO, WHEELHOUSE, installs, launcher, missing, offline_with
 
 DOC = REPO / "docs" / "api.md"
 
@@ -85,7 +85,7 @@ def test_run_is_prepare(env: dict[str, str], cache_dir: Path, py313: str, tmp_pa
 def test_api_is_typed(tmp_path: Path) -> None:
     mypy = Path(sys.executable).parent / "mypy"
     if not mypy.exists():
-        pytest.skip("mypy is not installed: make setup installs the dev extras")
+        missing("mypy is not installed: make setup installs the dev extras")
     (tmp_path / "use.py").write_text(
         "import launcher\n"
         "p = launcher.prepare(['true'], flags={'with': ['six']})\n"

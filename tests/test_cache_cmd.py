@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import launcher, offline_with
+from conftest import launcher, missing, offline_with
 
 DAY = 86400
 SIX = "import six, sys; sys.stdout.write(six.__file__)"
@@ -119,7 +119,7 @@ def test_a_use_through_the_gate_counts(cache: Path, py313: str) -> None:
     os.utime(probe, (time.time() - 40 * DAY, os.stat(probe).st_mtime))
     os.listdir(probe)
     if time.time() - os.stat(probe).st_atime > DAY:
-        pytest.skip("this filesystem does not update access times (noatime)")
+        missing("this filesystem does not update access times (noatime)")
     probe.rmdir()
     env = _env(cache)
     # Exactly the environment `launcher run` gives its command, without prepare().
@@ -203,7 +203,7 @@ def _hold(argv: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen[s
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert "ready" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    assert "ready" in line, (line, proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
     return proc
 
 

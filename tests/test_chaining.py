@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import launcher, offline_with
+from conftest import launcher, missing, offline_with
 
 
 def test_venv_sitecustomize_runs_once(tmp_path: Path, env: dict[str, str], py313: str) -> None:
@@ -26,9 +26,7 @@ def test_venv_sitecustomize_runs_once(tmp_path: Path, env: dict[str, str], py313
 def test_debian_sitecustomize_runs_once(tmp_path: Path, env: dict[str, str]) -> None:
     debian = Path("/usr/lib/python3.11/sitecustomize.py")
     if not debian.exists():
-        import pytest
-
-        pytest.skip("no Debian python3.11 here (apt-get install python3.11)")
+        missing("no Debian python3.11 here (apt-get install libpython3.11-minimal)")
     # Debian's sitecustomize imports apport_python_hook: provide one that says it ran.
     hook = tmp_path / "userpath"
     hook.mkdir()

@@ -69,7 +69,7 @@ def test_precedence_for_every_key(key: str, tmp_path: Path) -> None:
     from launcher.config import KEYS, Settings
 
     _, env_value, _, from_file, from_env, from_flag = CASES[key]
-    default = Settings().model_dump()[KEYS[key]]
+    default = Settings.model_validate({}).model_dump()[KEYS[key]]
     assert _resolve(tmp_path, key, file=False, env=False, flag=False) == (default, "default")
     file_path = str(tmp_path / "proj" / "pyproject.toml")
     assert _resolve(tmp_path, key, file=True, env=False, flag=False) == (_expected(tmp_path, from_file),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, WHEELHOUSE, installs, launcher, offline_with
+from conftest import LAUNCHER, WHEELHOUSE, installs, launcher, missing, offline_with
 from launcher import preload
 from launcher.doctor.models import Finding, Report, report_schema
 from launcher.errors import UsageError
@@ -30,7 +30,7 @@ SPEEDUPS_311 = "markupsafe/_speedups.cpython-311-x86_64-linux-gnu.so"
 def _wheel(pattern: str) -> Path:
     found = sorted(WHEELHOUSE.glob(pattern))
     if not found:
-        pytest.skip(f"{pattern} is not in {WHEELHOUSE}: restore ../shared/wheelhouse")
+        missing(f"{pattern} is not in {WHEELHOUSE}: restore ../shared/wheelhouse")
     return found[0]
 
 
@@ -74,7 +74,7 @@ def _fails(report: Report) -> list[Finding]:
     return [f for f in report.findings() if f.status == "fail"]
 
 
-def _group(report: Report, path: str):  # type: ignore[no-untyped-def]
+def _group(report: Report, path: str):
     return next(g for g in report.groups if g.interpreter and g.interpreter.path == path)
 
 
@@ -93,7 +93,7 @@ def broken313(tmp_path_factory: pytest.TempPathFactory, py313: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def broken313_runs(broken313: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def broken313_runs(broken313: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("broken313-doctor")
     env = _env(work / "cache")
     text = doctor("--python", str(broken313 / "bin" / "python"), env=env, cwd=work)
@@ -101,7 +101,7 @@ def broken313_runs(broken313: Path, tmp_path_factory: pytest.TempPathFactory):  
     return text, report
 
 
-def test_foreign_abi_in_venv_fails_naming_package_file_abi_and_fix(broken313_runs) -> None:  # type: ignore[no-untyped-def]
+def test_foreign_abi_in_venv_fails_naming_package_file_abi_and_fix(broken313_runs) -> None:
     text, _ = broken313_runs
     assert text.returncode == 1, text.stdout + text.stderr
     out = text.stdout
@@ -113,7 +113,7 @@ def test_foreign_abi_in_venv_fails_naming_package_file_abi_and_fix(broken313_run
     assert "problems found" in out.splitlines()[0]
 
 
-def test_foreign_abi_json_carries_the_same_facts(broken313_runs, broken313: Path) -> None:  # type: ignore[no-untyped-def]
+def test_foreign_abi_json_carries_the_same_facts(broken313_runs, broken313: Path) -> None:
     _, report = broken313_runs
     assert report.status == "fail" and report.exit_code == 1
     group = _group(report, str(broken313 / "bin" / "python"))
@@ -132,7 +132,7 @@ def test_foreign_abi_json_carries_the_same_facts(broken313_runs, broken313: Path
     assert len(_fails(report)) == 1
 
 
-def test_venv_sitecustomize_is_reported_as_chained(broken313_runs, broken313: Path) -> None:  # type: ignore[no-untyped-def]
+def test_venv_sitecustomize_is_reported_as_chained(broken313_runs, broken313: Path) -> None:
     text, report = broken313_runs
     own = str(next((broken313 / "lib").glob("python3.13/site-packages")) / "sitecustomize.py")
     group = _group(report, str(broken313 / "bin" / "python"))
@@ -240,7 +240,7 @@ def _need(name: str, how: str) -> str:
     try:
         return preload.resolve_one(name).path
     except UsageError:
-        pytest.skip(f"{name} is not installed: {how} (CI installs it)")
+        missing(f"{name} is not installed: {how} (CI installs it)")
 
 
 def _preload_findings(report: Report) -> list[Finding]:

@@ -13,6 +13,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,7 @@ def _last_json(stdout: str) -> dict:
     return json.loads(lines[-1])
 
 
-def _run(*args: str, env: dict[str, str], **kw: object) -> dict:
+def _run(*args: str, env: dict[str, str], **kw: Any) -> dict:
     proc = launcher("run", *args, env=env, check=True, **kw)
     return _last_json(proc.stdout)
 
@@ -278,7 +279,7 @@ def test_no_reexec_when_the_binary_is_not_sys_executable(
     # like an embedded interpreter, it must be left alone (and must not loop).
     ldso = preload.ldso_path()
     if ldso is None:
-        pytest.skip("no ld.so at a known path on this machine")
+        missing("no ld.so at a known path on this machine")
     script = _script(tmp_path, "embedded.py", EMBEDDED)
     got = _run("--preload", "jemalloc", "--", py311, script, py311, ldso, env=env)
     assert got["rc"] == 0 and got["stderr"] == "", got

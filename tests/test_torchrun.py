@@ -78,7 +78,7 @@ def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dic
     try:
         jemalloc = preload.resolve_one("jemalloc").path
     except UsageError:
-        pytest.skip("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
+        missing("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
     torchrun = str(Path(torch_python).parent / "torchrun")
     script = tmp_path / "rank.py"
     script.write_text(RANK)
