@@ -1,17 +1,35 @@
 # The warm path of `launcher run`: when this exact invocation (argv, cwd,
 # PATH, LAUNCHER_* settings) was prepared before and nothing it depends on
-# has changed since (every watched file keeps its stat signature: config
-# files, interpreters, shims, the gate, every file of every runtime tree),
-# exec straight away without importing click, pydantic or uv.  Stdlib only,
-# and only modules the interpreter has already loaded (marshal, os, sys).
+# has changed since, exec straight away without importing click, pydantic or
+# uv.  Stdlib only, and only modules the interpreter has already loaded
+# (marshal, os, sys).
+#
+# What it checks, in time that does not grow with the size of the trees or
+# the number of remembered runs:
+# - trust: the cache root and memo/, trees/, bootstrap/, shims/ are real
+#   directories of ours that nobody else can write (else the full path runs,
+#   and refuses with the line that names the fix);
+# - every watched file keeps its stat signature (or its absence): config
+#   files, interpreters, shims, the gate, the launcher itself, manifests;
+# - every runtime tree keeps its directory signature: one hash over (inode,
+#   mtime, link count, mode, owner) of each of its directories.  Published
+#   directories are read-only, so adding, removing or renaming a file
+#   changes them; the full path then verifies the tree and rebuilds it.
+#
+# The memo: one small file per invocation (memo/run-<py>-<hash of the key>)
+# naming a shared, content-addressed plan (memo/plan-<py>-<digest>), so one
+# invocation's entry never slows another's and 64 invocations of one tree
+# cost one plan.
 import marshal
 import os
 import sys
 
 from launcher import execute
 
-VERSION = 1
+VERSION = 2
 MAX_ENTRIES = 64
+DIRS = ".launcher-dirs"  # tree.DIRS: every directory of a published tree
+TRUSTED = ("/memo", "/trees", "/bootstrap", "/shims")
 
 
 def cache_root(environ: "os._Environ[str] | dict[str, str]") -> str:
@@ -26,22 +44,65 @@ def cache_root(environ: "os._Environ[str] | dict[str, str]") -> str:
     return os.path.join(xdg, "launcher")
 
 
-def memo_path(root: str) -> str:
-    return f"{root}/memo/run-{sys.version_info[0]}{sys.version_info[1]}.marshal"
+def _tag() -> str:
+    return f"{sys.version_info[0]}{sys.version_info[1]}"
 
 
-def key(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str) -> tuple:
-    settings = tuple(sorted((k, v) for k, v in environ.items()
-                            if k.startswith("LAUNCHER_") and k != "LAUNCHER_RUN_ID"))
-    return (VERSION, tuple(args), cwd, environ.get("PATH"), settings)
+def key(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str) -> str:
+    settings = sorted(f"{k}={v}" for k, v in environ.items()
+                      if k.startswith("LAUNCHER_") and k != "LAUNCHER_RUN_ID")
+    return "\0".join([str(VERSION), cwd, environ.get("PATH") or "", *settings, "", *args])
 
 
-def signature(path: str) -> "tuple[int, int, int] | None":
+def entry_path(root: str, text: str) -> str:
+    # hash() of an int is the same in every process (str hashing is salted):
+    # a stable 64-bit name without importing hashlib.  The entry stores the
+    # whole key, so two keys sharing a name only evict each other.
+    h = hash(int.from_bytes(text.encode("utf-8", "surrogateescape"), "little")) & 0xFFFFFFFFFFFFFFFF
+    return f"{root}/memo/run-{_tag()}-{h:016x}.marshal"
+
+
+def signature(path: str) -> "tuple[int, int, int, int, int] | None":
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid)
+
+
+def tree_digest(tree: str) -> "int | None":
+    """One hash over the signature of every directory of a published tree."""
+    try:
+        with open(tree + "/" + DIRS, "rb") as f:
+            rels = f.read().decode("utf-8", "surrogateescape").split("\n")
+    except (OSError, ValueError):
+        return None
+    sigs = []
+    for rel in rels:
+        if not rel:
+            continue
+        try:
+            st = os.lstat(tree if rel == "." else tree + "/" + rel)
+        except OSError:
+            return None
+        sigs.append((st.st_ino, st.st_mtime_ns, st.st_nlink, st.st_mode, st.st_uid))
+    return hash(tuple(sigs))
+
+
+def trusted(root: str) -> bool:
+    """The cache's code directories are real directories of ours nobody else can write."""
+    uid = os.getuid()
+    try:
+        st = os.stat(root)  # the root itself may be a link the user made
+        if st.st_uid != uid or st.st_mode & 0o022 and not st.st_mode & 0o1000:
+            return False
+        for sub in TRUSTED:
+            st = os.lstat(root + sub)
+            if st.st_uid != uid or st.st_mode & 0o170022 != 0o040000:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def try_fast(args: "list[str]") -> None:
@@ -51,50 +112,89 @@ def try_fast(args: "list[str]") -> None:
         return
     try:
         cwd = os.getcwd()
-        with open(memo_path(cache_root(environ)), "rb") as f:
-            memo = marshal.loads(f.read())
-        rec = memo.get(key(args, environ, cwd))
+        root = cache_root(environ)
+        if not trusted(root):
+            return
+        text = key(args, environ, cwd)
+        with open(entry_path(root, text), "rb") as f:
+            version, stored, argv, plan_name = marshal.loads(f.read())
+        if version != VERSION or stored != text or "/" in plan_name:
+            return
+        with open(root + "/memo/" + plan_name, "rb") as f:
+            ours, ld_preload, watched, trees = marshal.loads(f.read())
+        for path, sig in watched:
+            if signature(path) != sig:
+                return
+        for tree, digest in trees:
+            if tree_digest(tree) != digest:
+                return
     except (OSError, ValueError, EOFError, TypeError, AttributeError):
         return
-    if rec is None:
-        return
-    argv, ours, ld_preload, watched = rec
-    for path, sig in watched:
-        if signature(path) != sig:
-            return
     env = execute.child_env(environ, ours, ld_preload)
     sys.exit(execute.exec_command(list(argv), env))
 
 
 def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str,
              argv: "list[str]", ours: "dict[str, str]", ld_preload: "str | None",
-             watch: "list[str]", root: str) -> None:
+             watch: "list[str]", root: str, watch_trees: "list[str] | tuple[str, ...]" = ()) -> None:
     """Store a clean plan for the next identical invocation (best effort)."""
     if cache_root(environ) != root:
         return
-    path = memo_path(root)
-    watched = tuple((p, signature(p)) for p in watch)
+    import hashlib
+
+    plan = (dict(ours), ld_preload, tuple((p, signature(p)) for p in watch),
+            tuple((t, tree_digest(t)) for t in watch_trees))
+    # Version 2: no back-references, so equal plans give equal bytes.
+    digest = hashlib.sha256(marshal.dumps(plan, 2)).hexdigest()[:16]
+    plan_name = f"plan-{_tag()}-{digest}.marshal"
+    text = key(args, environ, cwd)
+    memo = root + "/memo"
     try:
-        with open(path, "rb") as f:
-            memo = marshal.loads(f.read())
-        if not isinstance(memo, dict):
-            memo = {}
-    except (OSError, ValueError, EOFError, TypeError):
-        memo = {}
-    k = key(args, environ, cwd)
-    memo.pop(k, None)
-    memo[k] = (tuple(argv), dict(ours), ld_preload, watched)
-    while len(memo) > MAX_ENTRIES:
-        memo.pop(next(iter(memo)))
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps(memo))
-        os.replace(tmp, path)
+        os.makedirs(memo, 0o700, exist_ok=True)
+        if not os.path.exists(memo + "/" + plan_name):
+            _write(memo + "/" + plan_name, marshal.dumps(plan))
+        _write(entry_path(root, text), marshal.dumps((VERSION, text, tuple(argv), plan_name)))
+        _evict(memo)
     except OSError:
         pass
     ensure_bytecode()
+
+
+def _write(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _evict(memo: str) -> None:
+    """Keep the newest MAX_ENTRIES entries of this Python and the plans they name."""
+    import time
+
+    runs, plans = f"run-{_tag()}-", f"plan-{_tag()}-"
+    names = os.listdir(memo)
+    entries = sorted((n for n in names if n.startswith(runs)),
+                     key=lambda n: os.lstat(memo + "/" + n).st_mtime_ns)
+    for n in entries[:-MAX_ENTRIES]:
+        os.unlink(memo + "/" + n)
+    entries = entries[-MAX_ENTRIES:]
+    kept = set()
+    for n in entries:
+        try:
+            with open(memo + "/" + n, "rb") as f:
+                kept.add(marshal.loads(f.read())[3])
+        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            continue
+    now = time.time()
+    for n in names:
+        old = n == f"run-{_tag()}.marshal"  # the single-file memo of earlier versions
+        unused = n.startswith(plans) and n not in kept
+        try:
+            # A plan younger than a minute may be a concurrent run's, its entry not written yet.
+            if old or unused and now - os.lstat(memo + "/" + n).st_mtime > 60:
+                os.unlink(memo + "/" + n)
+        except OSError:
+            pass
 
 
 # The modules the warm path imports (tests/test_gate_imports.py holds it to these).

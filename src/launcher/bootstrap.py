@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from launcher.cache import CacheLayout
+from launcher.cache import CacheLayout, safety
 
 GATE_SOURCE = Path(__file__).with_name("gate") / "sitecustomize.py"
 
@@ -32,14 +32,14 @@ def ensure_bootstrap(layout: CacheLayout) -> Path:
     gate = target / "sitecustomize.py"
     if gate.is_file():
         return target
-    layout.bootstrap.mkdir(parents=True, exist_ok=True)
+    layout.bootstrap.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = layout.bootstrap / f".tmp-{gate_digest()}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    safety.remove(tmp)
+    tmp.mkdir(mode=0o700)
     shutil.copyfile(GATE_SOURCE, tmp / "sitecustomize.py")
     try:
         os.rename(tmp, target)
     except OSError:
         # Another launch published the same gate first; theirs is identical.
-        shutil.rmtree(tmp, ignore_errors=True)
+        safety.remove(tmp)
     return target

@@ -49,6 +49,9 @@ class Prepared:
     interpreters: list[PreparedInterpreter] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     watch: list[str] = field(default_factory=list)
+    # Published trees the warm path re-checks by their directories' signature
+    # (O(directories), not O(files)); `watch` holds plain files only.
+    watch_trees: list[str] = field(default_factory=list)
     ours: dict[str, str] = field(default_factory=dict)
     ld_preload: str | None = None
 
@@ -117,7 +120,13 @@ def prepare(
         libs = preload.resolve(settings.preload, bits=64 if sys.maxsize > 2**32 else 32,
                                machine=os.uname().machine)
 
-    layout.ensure()
+    shim_dir = None
+    if libs and settings.preload_scope == "python":
+        shim_dir = layout.shims / _preload_digest([lib.path for lib in libs])
+    # Refuse (exit 2) before anything runs unless the cache is safe to run code from.
+    from launcher.bootstrap import bootstrap_dir
+
+    layout.ensure(extra=(bootstrap_dir(layout),) + ((shim_dir,) if shim_dir is not None else ()))
     boot = ensure_bootstrap(layout)
     gate = str(boot / "sitecustomize.py")
     # The launcher's own files too: after an upgrade (or an edit of an
@@ -138,9 +147,7 @@ def prepare(
     prepared_interps: list[PreparedInterpreter] = []
     warnings: list[str] = []
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
-    shim_dir = None
-    if libs and settings.preload_scope == "python":
-        shim_dir = layout.shims / _preload_digest([lib.path for lib in libs])
+    watch_trees: list[str] = []
     for path in dict.fromkeys(wanted):
         interp = probe(path, layout, compile_gate=gate)
         watch.append(path)
@@ -173,7 +180,7 @@ def prepare(
             say(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
                 f"package(s)) in {result.manifest.build_seconds:.1f}s")
         watch.append(str(result.path / MANIFEST))
-        watch.extend(str(result.path / f.path) for f in result.manifest.files)
+        watch_trees.append(str(result.path))
         # `launcher cache` reports (and prunes by) this "last used" stamp.
         from launcher.cache.manage import mark_used
 
@@ -217,7 +224,8 @@ def prepare(
     env["LAUNCHER_RUN_ID"] = run_id
     return Prepared(argv=exec_argv, env=env, settings=settings, spec=spec, layout=layout,
                     bootstrap=boot, target=target, interpreters=prepared_interps,
-                    warnings=warnings, watch=watch, ours=ours, ld_preload=ld_preload)
+                    warnings=warnings, watch=watch, watch_trees=watch_trees, ours=ours,
+                    ld_preload=ld_preload)
 
 
 def _preload_digest(paths: list[str]) -> str:

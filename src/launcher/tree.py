@@ -6,6 +6,13 @@ extension suffixes, given a manifest last, fsynced and renamed into place.
 Readers trust only trees with a manifest.  The lock merely stops N cold
 workers from building N times; a failed build is remembered for a short while
 so they do not retry serially.
+
+A published tree is immutable: no file or directory in it has a write bit,
+and its manifest lists every file with size, mtime and sha256, so a changed,
+added or missing file is visible (`damage`).  It also lists every directory
+(`DIRS`): with read-only directories, adding or removing a file changes its
+directory's mtime, which is what the warm path of `launcher run` checks in
+time that does not grow with the number of files.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,13 +29,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from launcher.cache import TREE_FORMAT, CacheLayout
+from launcher.cache import TREE_FORMAT, CacheLayout, safety
 from launcher.errors import BuildError
 from launcher.probe import Interpreter
 from launcher.spec import Spec
 
 MANIFEST = ".launcher-manifest.json"
 PLUGINS = ".launcher-plugins"
+DIRS = ".launcher-dirs"  # every directory of the tree, one relative path per line ("." first)
 PLUGIN_GROUP = "launcher.plugins"
 EXT_TAG = re.compile(r"(\.(?:cpython-[^./]+|pypy[^./]+|abi3))\.(?:so|pyd)$")
 
@@ -91,17 +99,15 @@ def foreign_extensions(root: Path, interp: Interpreter) -> list[tuple[str, str]]
     """Extension modules under `root` this interpreter cannot import: (relpath, why)."""
     bad = []
     suffixes = set(interp.ext_suffixes)
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            m = EXT_TAG.search(name)
-            if not m:
-                continue
-            suffix = m.group(0)
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            if suffix not in suffixes:
-                bad.append((rel, f"built for {built_for(suffix)}"))
-            elif interp.gil_disabled and m.group(1) == ".abi3":
-                bad.append((rel, "abi3 (the stable ABI does not serve free-threaded builds)"))
+    for rel, st in safety.walk(root):
+        m = EXT_TAG.search(rel)
+        if not m or stat.S_ISDIR(st.st_mode):
+            continue
+        suffix = m.group(0)
+        if suffix not in suffixes:
+            bad.append((rel, f"built for {built_for(suffix)}"))
+        elif interp.gil_disabled and m.group(1) == ".abi3":
+            bad.append((rel, "abi3 (the stable ABI does not serve free-threaded builds)"))
     return bad
 
 
@@ -121,26 +127,91 @@ def read_manifest(tree: Path) -> Manifest | None:
         return None
 
 
+@dataclass(frozen=True)
+class Damage:
+    path: str  # relative to the tree ("." for the tree itself)
+    kind: str  # "manifest" | "missing" | "changed" | "added" | "kind" | "writable" | "foreign"
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.detail}" if self.path != "." else self.detail
+
+
 def verify(tree: Path, *, deep: bool = False) -> str | None:
-    """None when the published tree matches its manifest, else what is wrong."""
+    """None when the published tree matches its manifest, else what is wrong (the first thing)."""
+    found = damage(tree, deep=deep, limit=1)
+    return found[0].line() if found else None
+
+
+def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
+    """What differs between `tree` and its manifest (empty: nothing).
+
+    Cheap (`deep=False`: what `launcher run`'s full path and doctor do): every
+    entry's kind, size and mtime, so missing, added and resized files and
+    most edits show.  Deep (`launcher cache verify`): every file's sha256
+    too, and every write bit.  `limit` > 0 stops after that many findings.
+    """
+    try:
+        top = os.lstat(tree)
+    except OSError:
+        return [Damage(".", "missing", "the tree is missing")]
+    if not stat.S_ISDIR(top.st_mode):
+        return [Damage(".", "kind", "not a directory (a symlink or a file); launcher never follows it")]
     manifest = read_manifest(tree)
     if manifest is None:
-        return "manifest missing or unreadable"
+        return [Damage(".", "manifest", "manifest missing or unreadable")]
     if manifest.checksum != manifest.compute_checksum():
-        return "manifest was modified after publishing"
-    for entry in manifest.files:
-        p = tree / entry.path
+        return [Damage(".", "manifest", "manifest was modified after publishing")]
+    out: list[Damage] = []
+    if top.st_mode & 0o222:
+        out.append(Damage(".", "writable", "the tree is writable (published trees are read-only)"))
+    files = {f.path: f for f in manifest.files}
+    dirs = set(_listed_dirs(tree, files))
+    seen: set[str] = set()
+    for rel, st in safety.walk(tree):
+        if limit and len(out) >= limit:
+            return out
+        if rel == MANIFEST:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if rel not in dirs:
+                out.append(Damage(rel, "added", "a directory not in the manifest"))
+            elif deep and st.st_mode & 0o222:
+                out.append(Damage(rel, "writable", "writable (published trees are read-only)"))
+            continue
+        entry = files.get(rel)
+        if entry is None:
+            out.append(Damage(rel, "added", "not in the manifest (added after publishing)"))
+            continue
+        seen.add(rel)
+        if not stat.S_ISREG(st.st_mode):
+            out.append(Damage(rel, "kind", "not a regular file (a symlink?)"))
+        elif st.st_size != entry.size:
+            out.append(Damage(rel, "changed", "changed size"))
+        elif deep and _sha256(tree / rel) != entry.sha256:
+            out.append(Damage(rel, "changed", "content differs from the manifest (sha256)"))
+        elif not deep and st.st_mtime_ns != entry.mtime_ns:
+            out.append(Damage(rel, "changed", "was modified"))
+        elif deep and st.st_mode & 0o222:
+            out.append(Damage(rel, "writable", "writable (published trees are read-only)"))
+    for rel in sorted(set(files) - seen):
+        if limit and len(out) >= limit:
+            break
+        out.append(Damage(rel, "missing", "is missing"))
+    return out
+
+
+def _listed_dirs(tree: Path, files: dict[str, FileEntry]) -> list[str]:
+    """The directories a tree was published with (DIRS; older trees: those of its files)."""
+    if DIRS in files:
         try:
-            st = p.lstat()
+            return [d for d in (tree / DIRS).read_text().splitlines() if d and d != "."]
         except OSError:
-            return f"{entry.path} is missing"
-        if st.st_size != entry.size:
-            return f"{entry.path} changed size"
-        if st.st_mtime_ns != entry.mtime_ns and not deep:
-            return f"{entry.path} was modified"
-        if deep and _sha256(p) != entry.sha256:
-            return f"{entry.path} content differs"
-    return None
+            return []
+    out = {str(Path(p).parent) for p in files}
+    for d in list(out):
+        out.update(str(x) for x in Path(d).parents)
+    return sorted(out - {"."})
 
 
 def _sha256(path: Path) -> str:
@@ -168,7 +239,12 @@ def ensure_tree(
     from filelock import FileLock, Timeout
 
     target = layout.tree(interp.abi_key, spec.hash)
-    problem = verify(target) if (target / MANIFEST).exists() else "missing"
+    odd = safety.dir_problem(target, code=True)
+    if odd is not None:
+        # A link (or a file, or another user's tree) where our tree should be:
+        # never used, never replaced behind the user's back.
+        raise odd.error()
+    problem = verify(target) if os.path.lexists(target) else "missing"
     if problem is None:
         manifest = read_manifest(target)
         assert manifest is not None
@@ -190,7 +266,7 @@ def ensure_tree(
     try:
         _lock_holder_path(lock_path).write_text(str(os.getpid()))
         # Double-checked: the holder before us may have published it.
-        problem = verify(target) if (target / MANIFEST).exists() else "missing"
+        problem = verify(target) if os.path.lexists(target) else "missing"
         if problem is None:
             manifest = read_manifest(target)
             assert manifest is not None
@@ -235,7 +311,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
 
     uv = find_uv()
     tmp = layout.trees / f".tmp-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
-    tmp.mkdir(parents=True)
+    tmp.mkdir(mode=0o700)
     start = time.time()
     try:
         cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
@@ -269,6 +345,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
         plugins = _collect_plugins(tmp)
         if plugins:
             (tmp / PLUGINS).write_text("".join(f"{p}\n" for p in plugins))
+        (tmp / DIRS).write_text("".join(f"{d}\n" for d in _directories(tmp)))
         manifest = Manifest(
             format=TREE_FORMAT,
             abi_key=interp.abi_key,
@@ -287,6 +364,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
         )
         manifest.checksum = manifest.compute_checksum()
         _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=1))
+        safety.freeze(tmp)
         _fsync_dir(tmp)
         _publish(tmp, target, layout)
         _fsync_dir(target.parent)
@@ -296,7 +374,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
             pass
         return manifest
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        safety.remove(tmp)
         raise
 
 
@@ -309,7 +387,7 @@ def _summarise_uv_error(lines: list[str]) -> str:
 
 
 def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
-    if target.exists():
+    if os.path.lexists(target):
         # An invalid tree (tampered, or from a killed pre-manifest era):
         # move it aside first so readers never see a half state.
         trash = layout.trees / f".trash-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
@@ -318,7 +396,7 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
         except FileNotFoundError:
             pass
         else:
-            shutil.rmtree(trash, ignore_errors=True)
+            safety.remove(trash)
     try:
         os.rename(tmp, target)
     except OSError as exc:
@@ -326,7 +404,7 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
 
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             # Someone without the lock (NFS) won the race: use theirs.
-            shutil.rmtree(tmp, ignore_errors=True)
+            safety.remove(tmp)
             return
         raise
 
@@ -341,14 +419,20 @@ def installer_env() -> dict[str, str]:
 
 def _file_entries(root: Path) -> list[FileEntry]:
     out = []
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            out.append(FileEntry(path=str(p.relative_to(root)), size=st.st_size,
-                                 mtime_ns=st.st_mtime_ns, sha256=_sha256(p)))
+    for rel, st in safety.walk(root):
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise BuildError(f"the installer left {rel} in the runtime tree, which is not a regular file "
+                             "(a symlink?); runtime trees hold plain files only",
+                             fix="report the package: wheels cannot contain links")
+        out.append(FileEntry(path=rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=_sha256(root / rel)))
     out.sort(key=lambda e: e.path)
     return out
+
+
+def _directories(root: Path) -> list[str]:
+    return ["."] + [rel for rel, st in safety.walk(root) if stat.S_ISDIR(st.st_mode)]
 
 
 def _distributions(root: Path) -> list[Distribution]:
@@ -406,10 +490,12 @@ def _fsync_dir(path: Path) -> None:
 def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None:
     """Remove temp dirs of killed builds of this tree (we hold its lock)."""
     name = layout.tree_name(abi_key, spec_hash)
+    if not safety.real_dir(layout.trees):
+        return
     for p in layout.trees.glob(f".tmp-{name}-*"):
-        shutil.rmtree(p, ignore_errors=True)
+        safety.remove(p)
     for p in layout.trees.glob(f".trash-{name}-*"):
-        shutil.rmtree(p, ignore_errors=True)
+        safety.remove(p)
 
 
 # ------------------------------------------------------- failures and records

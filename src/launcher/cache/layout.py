@@ -13,7 +13,7 @@ from pathlib import Path
 
 from launcher.errors import UsageError
 
-TREE_FORMAT = 1
+TREE_FORMAT = 2  # 2: immutable trees with a directory list (.launcher-dirs)
 
 
 def default_cache_dir() -> Path:
@@ -88,11 +88,22 @@ class CacheLayout:
     def spec_file(self, spec_hash: str) -> Path:
         return self.specs / f"{spec_hash}.json"
 
-    def ensure(self) -> None:
-        """Create the root or fail with a line that names the fix."""
+    @property
+    def used(self) -> Path:
+        return self.root / "used"
+
+    def ensure(self, *, extra: tuple[Path, ...] = ()) -> None:
+        """Create the root (0700) or fail with a line that names the fix; then
+        refuse (exit 2) unless it is safe to run code from (`safety.check`)."""
+        from launcher.cache import safety
+
+        # Kinds and ownership first: never create anything through a link or
+        # inside a directory another user controls.
+        safety.check(self, extra=extra)
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for sub in (self.trees, self.locks, self.failures, self.specs, self.log, self.runs):
+            for sub in (self.trees, self.locks, self.failures, self.specs, self.log, self.runs,
+                        self.bootstrap, self.shims, self.memo, self.probes, self.used):
                 sub.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise UsageError(
@@ -107,6 +118,7 @@ class CacheLayout:
 
 
 def writable_by_others(path: Path) -> bool:
+    """Group- or other-writable without the sticky bit (what doctor's temp-cache fallback asks)."""
     try:
         mode = path.stat().st_mode
     except OSError:

@@ -23,16 +23,15 @@ has the tree's ABI (or is not a known interpreter: a shell or an agent that
 may start one).  A removal takes the lock without waiting, re-checks, and
 renames the tree aside before deleting it, so a process starting meanwhile
 sees either the whole tree or none (and then rebuilds it).  Symlinks are
-never followed: a symlinked entry is refused, and deletion is of real
-directories only.
+never followed: a symlinked entry is refused, and every deletion goes
+through `safety.remove` (file descriptors, O_NOFOLLOW, read-only trees made
+writable first).  The commands refuse a cache `safety.check` does not trust.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.cache import safety
 from launcher.cache.layout import CacheLayout, default_cache_dir
 from launcher.errors import UsageError
 
@@ -66,11 +66,12 @@ def mark_used(layout: CacheLayout, tree: Path) -> None:
     """Record that a tree was just prepared for use (one utime; best effort)."""
     stamp = used_stamp(layout, tree.name)
     try:
-        os.utime(stamp)
+        os.utime(stamp, follow_symlinks=False)
     except FileNotFoundError:
         try:
-            stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            stamp.touch()
+            stamp.parent.mkdir(exist_ok=True, mode=0o700)
+            if safety.real_dir(stamp.parent):  # never write through a link
+                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         except OSError:
             pass
     except OSError:
@@ -112,9 +113,11 @@ class TreeInfo:
 
 def list_trees(layout: CacheLayout) -> list[TreeInfo]:
     """Every published (or half-published) tree, sorted by name; stale build dirs excluded."""
+    if not safety.real_dir(layout.trees):
+        return []
     try:
         names = sorted(n for n in os.listdir(layout.trees) if not n.startswith("."))
-    except FileNotFoundError:
+    except OSError:
         return []
     return [tree_info(layout, n) for n in names]
 
@@ -165,7 +168,7 @@ def _last_used(layout: CacheLayout, name: str, st: os.stat_result,
                built_at: float | None) -> tuple[float, str]:
     candidates: list[tuple[float, str]] = [(st.st_atime, "access time")]
     try:
-        candidates.append((os.stat(used_stamp(layout, name)).st_mtime, "prepared"))
+        candidates.append((os.lstat(used_stamp(layout, name)).st_mtime, "prepared"))
     except OSError:
         candidates.append((built_at, "built") if built_at is not None else (st.st_mtime, "modified"))
     return max(candidates)
@@ -215,9 +218,11 @@ def du(path: Path) -> int:
 
 def stale_build_dirs(layout: CacheLayout) -> list[Path]:
     """`.tmp-*` (builds) and `.trash-*` (trees moved aside) under trees/."""
+    if not safety.real_dir(layout.trees):
+        return []
     try:
         return sorted(layout.trees / n for n in os.listdir(layout.trees) if _STALE.match(n))
-    except FileNotFoundError:
+    except OSError:
         return []
 
 
@@ -287,7 +292,7 @@ def _known_abis(layout: CacheLayout, trees: list[TreeInfo]) -> dict[str, str]:
     import json
 
     out: dict[str, str] = {}
-    for p in layout.probes.glob("*.json") if layout.probes.is_dir() else ():
+    for p in layout.probes.glob("*.json") if safety.real_dir(layout.probes) else ():
         try:
             data = json.loads(p.read_text())
             out[os.path.realpath(data["realpath"])] = data["abi_key"]
@@ -425,7 +430,7 @@ def _remove_trees(layout: CacheLayout, doomed: list[tuple[TreeInfo, str]], repor
             continue
         report.removed.append(Removal(t.path, "tree", t.size, reason))
         if not report.dry_run:
-            _unlink(used_stamp(layout, t.name))
+            _remove_stamp(layout, t.name, report)
 
 
 def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) -> Skip | None:
@@ -460,7 +465,9 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
             return Skip(str(path), "tree", f"cannot move it aside: {exc.strerror or exc}")
     finally:
         lock.release()
-    _rmtree(trash)
+    left = safety.remove(trash)
+    if left:
+        return Skip(str(path), "tree", f"moved aside to {trash} but could not remove all of it: {left[0]}")
     return None
 
 
@@ -469,13 +476,6 @@ def _lock_pid(lock_path: Path) -> int | None:
         return int(lock_path.with_suffix(".pid").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _rmtree(path: Path) -> None:
-    # rmtree on a real directory never follows symlinks inside it (it unlinks them).
-    st = os.lstat(path)
-    if stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
@@ -506,13 +506,15 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
         try:
             size = du(p)
             if not report.dry_run:
-                _rmtree(p)
+                safety.remove(p)
         finally:
             lock.release()
         report.removed.append(Removal(str(p), "build-dir", size, "left by a build that did not finish"))
 
 
 def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, report: Report) -> None:
+    if not safety.real_dir(directory):
+        return  # absent, or not ours to look through (the commands refuse such a cache first)
     try:
         candidates = sorted(directory.glob(pattern))
     except OSError:
@@ -525,28 +527,39 @@ def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, repor
         if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
             continue
         if not report.dry_run:
-            _unlink(p)
+            safety.remove(p)  # a regular file (checked above)
         report.removed.append(Removal(str(p), kind, st.st_size,
                                       "clear" if cutoff == float("inf") else "older than the cutoff"))
 
 
 def _remove_orphan_stamps(layout: CacheLayout, report: Report) -> None:
     d = layout.root / USED
+    if not safety.real_dir(d):
+        return
     try:
         names = os.listdir(d)
     except OSError:
         return
     for n in names:
         if not os.path.lexists(layout.trees / n) and not report.dry_run:
-            _unlink(d / n)
+            _remove_stamp(layout, n, report)
 
 
-def _unlink(p: Path) -> None:
+def _remove_stamp(layout: CacheLayout, name: str, report: Report) -> None:
+    """A use stamp is a plain file; anything else there is left alone and named."""
+    stamp = used_stamp(layout, name)
     try:
-        os.unlink(p)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
+        st = os.lstat(stamp)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        report.skipped.append(Skip(str(stamp), "stamp", "is a directory where a use stamp should be; "
+                                                        f"launcher leaves it alone (rm -r {stamp})"))
+        return
+    try:
+        os.unlink(stamp)  # a file, or a link itself: never what it points to
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------- info
@@ -563,7 +576,7 @@ def info(layout: CacheLayout) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     for t in trees:
         by_status[t.status] = by_status.get(t.status, 0) + 1
-    runs = list(layout.runs.glob("*.jsonl")) if layout.runs.is_dir() else []
+    runs = list(layout.runs.glob("*.jsonl")) if safety.real_dir(layout.runs) else []
     return {
         "root": str(layout.root),
         "exists": layout.root.is_dir(),

@@ -22,12 +22,15 @@ from launcher.ui import reports_errors, say
 def build(python: str, spec_hash: str, expect_key: str | None, cache_dir: str, run_id: str,
           requested_by: str, failure_ttl: float) -> None:
     """Build one runtime tree for PYTHON (internal)."""
-    from launcher.cache import CacheLayout
+    from launcher.cache import CacheLayout, safety
     from launcher.probe import probe
     from launcher.spec import Spec
     from launcher.tree import ensure_tree
 
     layout = CacheLayout(Path(cache_dir))
+    # The gate's miss path: refuse (exit 2, the gate says why) to build into,
+    # or hand out a tree from, a cache that is not safe to run code from.
+    safety.check(layout)
     spec = Spec.load(layout, spec_hash)
     interp = probe(python, layout)
     if expect_key and interp.abi_key != expect_key:

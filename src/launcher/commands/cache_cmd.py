@@ -1,4 +1,4 @@
-"""`launcher cache list|info|prune|clear`: inspect and clean the cache."""
+"""`launcher cache list|info|prune|clear|verify`: inspect, check and clean the cache."""
 
 from __future__ import annotations
 
@@ -21,11 +21,16 @@ def _cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _layout(cache_dir: str | None) -> Any:
+    """The cache to work on; refused (one line, exit 2) unless it is safe:
+    nothing here follows a link out of it or cleans up after another user."""
+    from launcher.cache import safety
     from launcher.cache.manage import layout_for
     from launcher.config import resolve
 
     flags = {"cache-dir": cache_dir} if cache_dir else {}
-    return layout_for(resolve(flags).settings.cache_dir)
+    layout = layout_for(resolve(flags).settings.cache_dir)
+    safety.check(layout)
+    return layout
 
 
 @click.group("cache", short_help="Inspect and clean the cache.")

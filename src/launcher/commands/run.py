@@ -38,5 +38,5 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
     if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
         _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
-                          prepared.watch, str(prepared.layout.root))
+                          prepared.watch, str(prepared.layout.root), prepared.watch_trees)
     sys.exit(prepared.exec())

@@ -122,6 +122,16 @@ def _place(tree, priority):
     path.append(tree)
 
 
+def _published(tree):
+    """The tree is a real directory (never a link: nothing is imported through
+    one).  One lstat: a directory only appears at a tree's name by the atomic
+    rename of a complete, validated tree, manifest written first."""
+    try:
+        return (os.lstat(tree).st_mode & 0o170000) == 0o040000
+    except OSError:
+        return False
+
+
 def _build(env, key, tree, exe):
     """Miss path.  Cold workers of one tree queue on a lock file of their own:
     the first asks the launcher to build, the others sleep (no launcher
@@ -152,7 +162,7 @@ def _build(env, key, tree, exe):
             fd = None
             break
         # Polled, not blocking: a stuck build must not hang us past the timeout.
-        if os.path.exists(tree + "/" + MANIFEST):
+        if _published(tree):
             os.close(fd)
             return "waited"
         if time.time() > deadline:
@@ -163,7 +173,7 @@ def _build(env, key, tree, exe):
         time.sleep(pause)
         pause = min(pause * 1.5, 0.025)
     try:
-        if fd is not None and os.path.exists(tree + "/" + MANIFEST):
+        if fd is not None and _published(tree):
             return "waited"  # published while we took the lock
         return _build_now(env, key, tree, exe)
     finally:
@@ -220,7 +230,7 @@ def _build_now(env, key, tree, exe):
         _say("cannot start the launcher to build the runtime for %s (%s); continuing "
              "without it. Run 'launcher doctor'." % (key, exc))
         return "no-launcher"
-    if proc.returncode == 0 and os.path.exists(tree + "/" + MANIFEST):
+    if proc.returncode == 0 and _published(tree):
         _record(env, "built", key=key, tree=tree, seconds=int(time.time() - start))
         return "built"
     reason = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
@@ -513,7 +523,7 @@ def _main():
     if cache and spec:
         key = abi_key()
         tree = cache + "/trees/" + key + "-" + spec
-        if os.path.exists(tree + "/" + MANIFEST):
+        if _published(tree):
             state = "hit"
         else:
             _ensure_pyc()
