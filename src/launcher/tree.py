@@ -234,8 +234,12 @@ def ensure_tree(
     requested_by: str = "",
     lock_timeout: float = 900.0,
     failure_ttl: float = 60.0,
+    damaged: str | None = None,
 ) -> TreeResult:
-    """The published, valid tree for (interp, spec); build it if needed."""
+    """The published, valid tree for (interp, spec); build it if needed.
+
+    `damaged`: what a deeper check than ours found wrong with the published
+    tree (`launcher cache verify --repair`): rebuild it whatever we see."""
     from filelock import FileLock, Timeout
 
     target = layout.tree(interp.abi_key, spec.hash)
@@ -244,7 +248,7 @@ def ensure_tree(
         # A link (or a file, or another user's tree) where our tree should be:
         # never used, never replaced behind the user's back.
         raise odd.error()
-    problem = verify(target) if os.path.lexists(target) else "missing"
+    problem = damaged or (verify(target) if os.path.lexists(target) else "missing")
     if problem is None:
         manifest = read_manifest(target)
         assert manifest is not None
@@ -266,7 +270,7 @@ def ensure_tree(
     try:
         _lock_holder_path(lock_path).write_text(str(os.getpid()))
         # Double-checked: the holder before us may have published it.
-        problem = verify(target) if os.path.lexists(target) else "missing"
+        problem = damaged or (verify(target) if os.path.lexists(target) else "missing")
         if problem is None:
             manifest = read_manifest(target)
             assert manifest is not None

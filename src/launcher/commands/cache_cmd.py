@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -133,3 +134,35 @@ def clear(dry_run: bool, cache_dir: str | None, as_json: bool) -> None:
     from launcher.cache import manage
 
     _print_report(manage.clear(_layout(cache_dir), dry_run=dry_run), as_json)
+
+
+@command.command("verify", short_help="Check runtime trees file by file; --repair rebuilds damaged ones.")
+@click.argument("trees", nargs=-1, metavar="[TREE]...")
+@click.option("--repair", is_flag=True, help="Rebuild every damaged tree (atomically) from its requirement set.")
+@_cache_options
+@reports_errors
+def verify(trees: tuple[str, ...], repair: bool, cache_dir: str | None, as_json: bool) -> None:
+    """Hash every file of each TREE (default: all) against its manifest; find
+    files changed, added or missing and extension modules the tree's
+    interpreter cannot import.  Exit 1 when a tree is (still) damaged."""
+    from launcher.cache import verify as deep
+
+    checks = deep.verify(_layout(cache_dir), trees, fix=repair)
+    bad = [c for c in checks if c.status in ("damaged", "unrepaired")]
+    if as_json:
+        click.echo(json.dumps({"trees": [c.to_dict() for c in checks], "damaged": len(bad)}, indent=2))
+    else:
+        for c in checks:
+            if c.status == "ok":
+                click.echo(f"ok        {c.name} ({c.files} files)" + (f"; {c.note}" if c.note else ""))
+            elif c.status == "repaired":
+                click.echo(f"repaired  {c.name} (was: {c.first()})")
+            else:
+                click.echo(f"{c.status:<9} {c.name}: {c.first()}" + (f" ({c.note})" if c.note else ""))
+        if not checks:
+            say("no runtime trees to verify")
+        elif bad:
+            say(f"{len(bad)} of {len(checks)} runtime tree(s) damaged: {', '.join(c.name for c in bad)}"
+                + ("" if repair else " (launcher cache verify --repair rebuilds them)"))
+    if bad:
+        sys.exit(1)

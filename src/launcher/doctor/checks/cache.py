@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher.cache import CacheLayout, writable_by_others
+from launcher.cache import CacheLayout, safety
 from launcher.doctor.models import Finding, fail, ok, warn
 
 LOW_SPACE = 1 << 30  # below this, a runtime with torch-sized wheels will not fit
@@ -75,20 +75,15 @@ def _existing_parent(p: Path) -> Path | None:
 
 
 def _owner_and_mode(layout: CacheLayout) -> Finding:
+    """The trust rule `launcher run` enforces (`safety.check`), with the same line and fix."""
     root = layout.root
+    found = safety.problems(layout)
+    if found:
+        first = found[0]
+        return fail("cache", f"{first.path} {first.what}" + (f" (and {len(found) - 1} more)" if len(found) > 1
+                                                              else "") + "; launcher run refuses to use it",
+                    first.fix, path=str(root), problems=[p.line() for p in found])
     st = root.stat()
-    if st.st_uid != os.getuid():
-        return fail("cache", f"cache dir {root} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}): "
-                             "its owner decides what every launch imports",
-                    "set LAUNCHER_CACHE_DIR to a directory you own", path=str(root), owner=st.st_uid)
-    loose = [p for p in (root, layout.trees, layout.bootstrap, layout.specs, layout.shims, layout.probes)
-             if writable_by_others(p)]
-    if loose:
-        return fail("cache", f"{', '.join(str(p) for p in loose)} writable by group or others (mode "
-                             f"{oct(loose[0].stat().st_mode & 0o7777)}, no sticky bit): another user could "
-                             "plant code that every launch imports",
-                    f"chmod go-w {' '.join(str(p) for p in loose)}", path=str(root),
-                    writable_by_others=[str(p) for p in loose])
     return ok("cache", f"cache dir {root} is yours and not writable by others (mode "
                        f"{oct(st.st_mode & 0o7777)})", path=str(root), exists=True)
 
@@ -240,14 +235,7 @@ def _pid_of_temp(tmp: Path, tree_tmp: bool) -> int | None:
 
 
 def _size(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
+    return safety.size(path)
 
 
 def installer_findings() -> list[Finding]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher.cache import CacheLayout
+from launcher.cache import CacheLayout, safety
 from launcher.doctor.context import abi_tag
 from launcher.doctor.models import Finding, fail, ok, warn
 from launcher.probe import Interpreter
@@ -26,6 +26,9 @@ def tree_findings(layout: CacheLayout, interp: Interpreter, spec: Spec, failure_
     reqs = " ".join(spec.requirements)
     facts: dict[str, Any] = {"tree": str(target), "abi_key": interp.abi_key, "spec_hash": spec.hash,
              "requirements": list(spec.requirements)}
+    odd = safety.dir_problem(target, code=True)
+    if odd is not None:
+        return [fail("tree", f"{odd.path} {odd.what}", odd.fix, state="odd", **facts)]
     if (target / MANIFEST).exists():
         problem = verify(target)
         if problem is not None:
@@ -105,12 +108,21 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
 
 
 def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
-    """Every tree in the cache (`skip`: names checked per interpreter already)."""
+    """Every tree in the cache (`skip`: names checked per interpreter already): the
+    cheap check (`launcher cache verify` is the deep one)."""
+    if not safety.real_dir(layout.trees):
+        return []  # reported by the cache check
     try:
-        trees = sorted(p for p in layout.trees.iterdir() if p.is_dir() and not p.name.startswith("."))
+        entries = sorted(p for p in layout.trees.iterdir() if not p.name.startswith("."))
     except OSError:
         return []
-    out: list[Finding] = []
+    out: list[Finding] = [fail("tree", f"{p} is {'a symlink' if p.is_symlink() else 'not a directory'} where "
+                                       "a runtime tree should be; launcher never follows or uses it",
+                               f"rm {p} (the next launcher run that needs it builds a real one)",
+                               tree=str(p), state="odd")
+                          for p in entries if not safety.real_dir(p)]
+    out += _odd_stamps(layout)
+    trees = [p for p in entries if safety.real_dir(p)]
     size = 0
     for tree in trees:
         problem = verify(tree) if (tree / MANIFEST).exists() else "no manifest"
@@ -123,12 +135,22 @@ def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
             continue
         manifest = read_manifest(tree)
         size += sum(f.size for f in manifest.files) if manifest else 0
-    if not trees:
+    if not trees and not out:
         out.append(ok("tree", "no runtime trees in the cache yet", trees=0, bytes=0))
     elif not out:
-        out.append(ok("tree", f"{len(trees)} runtime tree(s) in the cache, {size / 1e6:.1f} MB, valid",
-                      trees=len(trees), bytes=size))
+        out.append(ok("tree", f"{len(trees)} runtime tree(s) in the cache, {size / 1e6:.1f} MB, pass the cheap "
+                              "check (sizes, mtimes, no file added or missing); 'launcher cache verify' hashes "
+                              "every file", trees=len(trees), bytes=size))
     return out
+
+
+def _odd_stamps(layout: CacheLayout) -> list[Finding]:
+    """Use stamps are plain files; anything else in used/ is named."""
+    if not safety.real_dir(layout.used):
+        return []
+    return [fail("cache", f"{p} is a directory where a use stamp should be; launcher leaves it alone",
+                 f"rm -r {p}", path=str(p))
+            for p in sorted(layout.used.iterdir()) if safety.real_dir(p)]
 
 
 def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> list[Finding]:
