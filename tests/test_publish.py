@@ -51,7 +51,13 @@ def test_tampered_tree_is_rebuilt(env: dict[str, str], cache_dir: Path, py313: s
     launcher("run", *offline_with("markupsafe"), "--", py313, "-c", IMPORT, env=env, check=True)
     (tree,) = visible_trees(cache_dir)
     init = cache_dir / "trees" / tree / "markupsafe" / "__init__.py"
-    init.write_text(init.read_text() + "\nraise ImportError('tampered')\n")
+    # Replaced the way editors and tools do (write aside, rename over): its
+    # read-only directory changes, and that is what the warm path checks.
+    # (An in-place edit keeps every directory as it was: `launcher cache
+    # verify` and the full path catch those; see test_cache_trust.py.)
+    aside = init.with_name(".edit")
+    aside.write_text(init.read_text() + "\nraise ImportError('tampered')\n")
+    os.replace(aside, init)
     # The same command again: the warm path must notice, not exec blindly.
     ok = launcher("run", *offline_with("markupsafe"), "--", py313, "-c", IMPORT, env=env, check=True)
     assert "tampered" not in ok.stderr

@@ -164,8 +164,8 @@ def test_no_record_without_with_and_memo_watches_launcher_itself(env: dict[str, 
     launcher("run", "--", py311, "-c", "pass", env=env, check=True)
     assert not list((cache_dir / "runs").glob("*.jsonl"))  # nothing to say, nothing written
     (memo,) = (cache_dir / "memo").glob("run-*.marshal")
-    (entry,) = marshal.loads(memo.read_bytes()).values()
-    watched = {path for path, _sig in entry[3]}
+    plan_name = marshal.loads(memo.read_bytes())[3]
+    watched = {path for path, _sig in marshal.loads((cache_dir / "memo" / plan_name).read_bytes())[2]}
     # An upgraded launcher (new gate, new version) must not reuse an old plan.
     assert str(GATE_SOURCE) in watched
     assert any(p.endswith("launcher/__init__.py") for p in watched)

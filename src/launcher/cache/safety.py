@@ -27,6 +27,7 @@ from launcher.cache.layout import CacheLayout
 from launcher.errors import UsageError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOATIME = getattr(os, "O_NOATIME", 0)
 LOOSE = stat.S_IWGRP | stat.S_IWOTH
 
 # Areas of the cache: each must be a real directory when it exists.
@@ -128,7 +129,12 @@ def make_dirs(path: Path) -> None:
 
 
 def _open_dir(name: str | Path, dir_fd: int | None) -> int:
-    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    # O_NOATIME where the kernel lets us (our own files): looking at a tree
+    # (list, prune --dry-run, verify) must not look like using it.
+    try:
+        return os.open(name, _DIR_FLAGS | _NOATIME, dir_fd=dir_fd)
+    except PermissionError:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
 
 
 def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
