@@ -1,0 +1,345 @@
+"""A cache you can trust: never through a link or outside the cache, never code
+another user could write, immutable trees checked at the right depth, and
+`launcher cache verify [--repair]`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import base_env, installs, launcher, offline_with
+
+SIX = "import six, sys; sys.stdout.write(six.__file__)"
+MARKUPSAFE = "import markupsafe, sys; sys.stdout.write(markupsafe.__file__)"
+AREAS = ("trees", "memo", "probes", "runs", "failures", "used")
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+def trees_of(cache: Path) -> list[Path]:
+    return sorted(p for p in (cache / "trees").iterdir() if not p.name.startswith("."))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Everything under `root`: kind/mode, size and content digest, by relative path."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else ""
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_size, digest)
+    return out
+
+
+def copy_cache(template: Path, dst: Path) -> Path:
+    shutil.copytree(template, dst, symlinks=True)
+    return dst
+
+
+def doctor_fails(cache: Path) -> list[dict[str, object]]:
+    from launcher.doctor.models import Report
+
+    proc = launcher("doctor", "--json", env=base_env(cache))
+    report = Report.model_validate_json(proc.stdout)
+    assert proc.returncode == report.exit_code
+    return [f.model_dump() for f in report.findings() if f.status == "fail"]
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+def one_line(proc: subprocess.CompletedProcess[str], *parts: str) -> str:
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("launcher: "), proc.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def six_cache(tmp_path_factory: pytest.TempPathFactory, py311: str) -> Path:
+    """A cache with one `--with six` tree (3.11), a run record and a memo entry."""
+    cache = tmp_path_factory.mktemp("trust-six") / "cache"
+    launcher("run", "--record", *offline_with("six"), "--", py311, "-c", SIX, env=base_env(cache), check=True)
+    (cache / "failures" / "old.json").write_text("{}")
+    return cache
+
+
+@pytest.fixture(scope="module")
+def markupsafe_cache(tmp_path_factory: pytest.TempPathFactory, py313: str) -> Path:
+    cache = tmp_path_factory.mktemp("trust-markupsafe") / "cache"
+    launcher("run", *offline_with("markupsafe"), "--", py313, "-c", MARKUPSAFE, env=base_env(cache), check=True)
+    return cache
+
+
+# ------------------------------------------------------------ never through a link
+
+
+@pytest.mark.parametrize("command", [("prune",), ("prune", "--older-than", "0s"), ("clear",)])
+@pytest.mark.parametrize("area", [*AREAS, "one tree"])
+def test_cleaning_never_follows_a_link_out_of_the_cache(six_cache: Path, tmp_path: Path, area: str,
+                                                        command: tuple[str, ...]) -> None:
+    cache = copy_cache(six_cache, tmp_path / "cache")
+    outside = tmp_path / "outside"
+    if area == "one tree":
+        (tree,) = trees_of(cache)
+        shutil.copytree(tree, outside / tree.name, symlinks=True)
+        tree.chmod(0o700)
+        shutil.rmtree(tree)
+        tree.symlink_to(outside / tree.name)
+        link = tree
+    else:
+        # The area's own entries, moved out: exactly what a cleaner following
+        # the link would delete.
+        shutil.move(str(cache / area), str(outside / area))
+        (outside / area / "precious.json").write_text("{}")
+        (cache / area).symlink_to(outside / area)
+        link = cache / area
+    before = snapshot(outside)
+
+    proc = launcher("cache", *command, env=base_env(cache))
+
+    no_traceback(proc)
+    assert snapshot(outside) == before, "something outside the cache changed"
+    assert link.is_symlink()
+    if area == "one tree":
+        assert proc.returncode == 0
+        assert f"launcher: skipped {link}: is a symlink" in proc.stderr
+    else:
+        assert proc.returncode == 2
+        one_line(proc, f"{link} is a symlink", f"rm {link}")
+
+
+@pytest.mark.parametrize("command", [("prune",), ("prune", "--older-than", "0s"), ("clear",)])
+def test_a_directory_where_a_use_stamp_should_be(six_cache: Path, tmp_path: Path,
+                                                 command: tuple[str, ...]) -> None:
+    cache = copy_cache(six_cache, tmp_path / "cache")
+    (tree,) = trees_of(cache)
+    stamp = cache / "used" / tree.name
+    stamp.unlink()
+    stamp.mkdir()
+    (stamp / "keep").write_text("x")
+    orphan = cache / "used" / "no-such-tree"
+    orphan.mkdir()
+
+    proc = launcher("cache", *command, env=base_env(cache))
+
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert (stamp / "keep").read_text() == "x" and orphan.is_dir()
+    assert f"skipped {orphan}: is a directory where a use stamp should be" in proc.stderr
+    assert any(str(orphan) in str(f["message"]) for f in doctor_fails(cache))
+
+
+def test_a_file_where_the_trees_dir_should_be(six_cache: Path, tmp_path: Path, py311: str) -> None:
+    cache = copy_cache(six_cache, tmp_path / "cache")
+    shutil.rmtree(cache / "trees")
+    (cache / "trees").write_text("not a directory")
+    env = base_env(cache)
+    for args in (("cache", "list"), ("cache", "info"), ("cache", "prune"), ("cache", "clear"),
+                 ("cache", "verify"), ("run", *offline_with("six"), "--", py311, "-c", SIX)):
+        proc = launcher(*args, env=env)
+        no_traceback(proc)
+        assert proc.returncode == 2, (args, proc.stderr)
+        one_line(proc, f"{cache / 'trees'} is not a directory")
+    doctor = launcher("doctor", env=env)
+    assert doctor.returncode == 1 and f"{cache / 'trees'} is not a directory" in doctor.stdout
+
+
+def test_a_symlinked_tree_is_used_by_neither_run_nor_the_gate(six_cache: Path, tmp_path: Path,
+                                                              py311: str) -> None:
+    cache = copy_cache(six_cache, tmp_path / "cache")
+    env = base_env(cache)
+    child_env = json.loads(launcher("run", *offline_with("six"), "--", py311, "-c",
+                                    "import json, os; print(json.dumps(dict(os.environ)))",
+                                    env=env, check=True).stdout)
+    (tree,) = trees_of(cache)
+    elsewhere = tmp_path / "elsewhere" / tree.name
+    shutil.copytree(tree, elsewhere, symlinks=True)
+    tree.chmod(0o700)
+    shutil.rmtree(tree)
+    tree.symlink_to(elsewhere)
+    marker = tmp_path / "ran"
+
+    proc = launcher("run", *offline_with("six"), "--", py311, "-c", f"open({str(marker)!r}, 'w')", env=env)
+    assert proc.returncode == 2 and not marker.exists()
+    one_line(proc, f"{tree} is a symlink", f"rm {tree}")
+
+    # A worker started with the environment of an earlier run: its gate must
+    # not import from the link (and says why once; the workload goes on).
+    gated = subprocess.run([py311, "-c", "import sys; print([p for p in sys.path if 'trees' in p])"],
+                           env=child_env, capture_output=True, text=True, timeout=120)
+    assert gated.returncode == 0 and gated.stdout.strip() == "[]", gated
+    assert len(gated.stderr.splitlines()) == 1 and "is a symlink" in gated.stderr
+    assert tree.is_symlink() and (elsewhere / "six.py").is_file()
+
+
+# ----------------------------------------------------------------- ownership
+
+
+def _loosen(cache: Path, how: str) -> Path:
+    """Make the cache (or a code dir in it) untrustworthy; return the dir named."""
+    if how == "world-writable":
+        cache.chmod(0o777)
+        return cache
+    if how == "owned by nobody":
+        os.chown(cache, NOBODY, -1)  # root can still write it: the rule is about ownership
+        return cache
+    if how == "bootstrap group-writable":
+        (cache / "bootstrap").chmod(0o770)
+        return cache / "bootstrap"
+    assert how == "trees owned by nobody"
+    os.chown(cache / "trees", NOBODY, -1)
+    return cache / "trees"
+
+
+@pytest.mark.parametrize("how", ["world-writable", "owned by nobody", "bootstrap group-writable",
+                                 "trees owned by nobody"])
+def test_an_untrusted_cache_runs_nothing(six_cache: Path, tmp_path: Path, py311: str, how: str) -> None:
+    cache = copy_cache(six_cache, tmp_path / "cache")
+    env = base_env(cache)
+    marker = tmp_path / "ran"
+    run = ("run", *offline_with("six"), "--", py311, "-c", f"open({str(marker)!r}, 'w')")
+    launcher(*run, env=env, check=True)  # remembered: the next identical run is the warm path
+    marker.unlink()
+    bad = _loosen(cache, how)
+    fix = "chmod 700" if "writable" in how else "chown -R"
+
+    proc = launcher(*run, env=env)
+    assert proc.returncode == 2 and not marker.exists(), proc.stderr
+    line = one_line(proc, str(bad), f"{fix} ", "LAUNCHER_CACHE_DIR")
+
+    built = len(installs(cache, None))
+    pre = launcher("prewarm", "--python", py311, *offline_with("six", "markupsafe"), env=env)
+    assert pre.returncode == 2 and len(installs(cache, None)) == built
+    assert one_line(pre) == line
+
+    fails = doctor_fails(cache)
+    assert [f["check"] for f in fails] == ["cache"]
+    assert str(fails[0]["fix"]) in line and str(bad) in str(fails[0]["message"])
+
+
+def test_new_dirs_are_private_and_trees_immutable(six_cache: Path) -> None:
+    assert stat.S_IMODE(os.stat(six_cache).st_mode) == 0o700
+    for area in ("trees", "bootstrap", "shims", "memo", "specs", "used", "runs", "locks"):
+        assert stat.S_IMODE(os.lstat(six_cache / area).st_mode) == 0o700, area
+    (tree,) = trees_of(six_cache)
+    assert not os.lstat(tree).st_mode & 0o222
+    for dirpath, dirs, files in os.walk(tree):
+        for name in dirs + files:
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            assert not mode & 0o222, (name, oct(mode))
+    listed = (tree / ".launcher-dirs").read_text().splitlines()
+    assert listed[0] == "." and "__pycache__" in listed
+
+
+# ------------------------------------------------------------- verify, repair
+
+
+def _same_size_same_mtime_edit(tree: Path) -> str:
+    p = tree / "markupsafe" / "__init__.py"
+    st = p.stat()
+    data = p.read_bytes()
+    p.write_bytes(data.replace(b"Markup", b"Murkap", 1))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_size == st.st_size
+    return "markupsafe/__init__.py"
+
+
+def _added(tree: Path) -> str:
+    (tree / "markupsafe" / "evil.py").write_text("x = 1\n")
+    return "markupsafe/evil.py"
+
+
+def _deleted(tree: Path) -> str:
+    (tree / "markupsafe" / "_native.py").unlink()
+    return "markupsafe/_native.py"
+
+
+def _foreign(tree: Path) -> str:
+    (so,) = (tree / "markupsafe").glob("_speedups.cpython-313-*.so")
+    foreign = so.with_name(so.name.replace("cpython-313", "cpython-311"))
+    shutil.copyfile(so, foreign)
+    return foreign.relative_to(tree).as_posix()
+
+
+@pytest.mark.parametrize("damage", [_same_size_same_mtime_edit, _added, _deleted, _foreign])
+def test_verify_finds_damage_and_repair_makes_it_whole(markupsafe_cache: Path, tmp_path: Path, py313: str,
+                                                       damage: object) -> None:
+    cache = copy_cache(markupsafe_cache, tmp_path / "cache")
+    env = base_env(cache)
+    (tree,) = trees_of(cache)
+    assert launcher("cache", "verify", env=env, check=True).stdout.startswith(f"ok        {tree.name} (")
+    bad = damage(tree)  # type: ignore[operator]
+
+    proc = launcher("cache", "verify", env=env)
+    assert proc.returncode == 1 and f"damaged   {tree.name}: {bad}: " in proc.stdout, proc.stdout
+    assert tree.name in proc.stderr and "--repair" in proc.stderr
+    report = json.loads(launcher("cache", "verify", "--json", tree.name, env=env).stdout)
+    kinds = {p["kind"] for p in report["trees"][0]["problems"] if p["path"] == bad}
+    if damage is _foreign:
+        assert "foreign" in kinds and "cannot import (built for cp311" in proc.stdout + json.dumps(report)
+
+    fixed = launcher("cache", "verify", "--repair", env=env)
+    assert fixed.returncode == 0 and f"repaired  {tree.name} (was: {bad}" in fixed.stdout, fixed
+    assert launcher("cache", "verify", env=env).returncode == 0
+    assert not (tree / "markupsafe" / "evil.py").exists()
+    assert (tree / "markupsafe" / "_native.py").is_file()
+    ok = launcher("run", *offline_with("markupsafe"), "--", py313, "-c",
+                  "import markupsafe; print(markupsafe.Markup('<b>').__class__.__name__)", env=env, check=True)
+    assert ok.stdout.strip() == "Markup"
+
+
+def test_verify_unknown_tree_is_one_line(markupsafe_cache: Path) -> None:
+    proc = launcher("cache", "verify", "cp399-nope", env=base_env(markupsafe_cache))
+    assert proc.returncode == 2
+    one_line(proc, "no runtime tree 'cp399-nope'", "launcher cache list")
+
+
+@pytest.mark.parametrize("change", ["gained", "lost"])
+def test_a_warm_run_rebuilds_a_tree_that_gained_or_lost_a_file(markupsafe_cache: Path, tmp_path: Path,
+                                                                py313: str, change: str) -> None:
+    cache = copy_cache(markupsafe_cache, tmp_path / "cache")
+    env = base_env(cache)
+    run = ("run", *offline_with("markupsafe"), "--", py313, "-c", MARKUPSAFE)
+    launcher(*run, env=env, check=True)
+    launcher(*run, env=env, check=True)  # warm
+    (tree,) = trees_of(cache)
+    # What an age-based cleaner does (tmpreaper, systemd-tmpfiles): one old file gone.
+    victim = tree / "markupsafe" / "__pycache__" / "extra.cpython-313.pyc"
+    if change == "gained":
+        victim.write_bytes(b"")
+    else:
+        victim = next((tree / "markupsafe" / "__pycache__").glob("_native.*.pyc"))
+        victim.unlink()
+
+    launcher(*run, env=env, check=True)
+    (rebuilt,) = installs(cache, "rebuilt")
+    assert rebuilt["detail"].startswith(str(victim.relative_to(tree)))
+    assert victim.exists() == (change == "lost")
+    assert launcher("cache", "verify", env=env).returncode == 0
+
+
+def test_memo_is_one_small_entry_per_invocation(markupsafe_cache: Path, tmp_path: Path, py313: str) -> None:
+    cache = copy_cache(markupsafe_cache, tmp_path / "cache")
+    env = base_env(cache)
+    for p in (cache / "memo").iterdir():
+        p.unlink()  # the template's, for its own paths
+    for i in range(3):
+        launcher("run", *offline_with("markupsafe"), "--", py313, "-c", f"pass  # {i}", env=env, check=True)
+    memo = cache / "memo"
+    entries = sorted(memo.glob("run-*.marshal"))
+    plans = sorted(memo.glob("plan-*.marshal"))
+    assert len(entries) == 3 and len(plans) == 1, (entries, plans)
+    assert all(p.stat().st_size < 2048 for p in entries + plans)
+    # No file list: a plan names each tree once, with one digest.
+    assert b"markupsafe/__init__.py" not in plans[0].read_bytes()
