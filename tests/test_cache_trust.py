@@ -230,7 +230,7 @@ def test_an_untrusted_cache_runs_nothing(six_cache: Path, tmp_path: Path, py311:
 
 def test_new_dirs_are_private_and_trees_immutable(six_cache: Path) -> None:
     assert stat.S_IMODE(os.stat(six_cache).st_mode) == 0o700
-    for area in ("trees", "bootstrap", "shims", "memo", "specs", "used", "runs", "locks"):
+    for area in ("trees", "bootstrap", "memo", "specs", "used", "runs", "locks", "probes"):
         assert stat.S_IMODE(os.lstat(six_cache / area).st_mode) == 0o700, area
     (tree,) = trees_of(six_cache)
     assert not os.lstat(tree).st_mode & 0o222

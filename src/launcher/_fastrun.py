@@ -96,12 +96,17 @@ def trusted(root: str) -> bool:
         st = os.stat(root)  # the root itself may be a link the user made
         if st.st_uid != uid or st.st_mode & 0o022 and not st.st_mode & 0o1000:
             return False
-        for sub in TRUSTED:
-            st = os.lstat(root + sub)
-            if st.st_uid != uid or st.st_mode & 0o170022 != 0o040000:
-                return False
     except OSError:
         return False
+    for sub in TRUSTED:
+        try:
+            st = os.lstat(root + sub)
+        except FileNotFoundError:
+            continue  # only we can create it (the root is ours alone)
+        except OSError:
+            return False
+        if st.st_uid != uid or st.st_mode & 0o170022 != 0o040000:
+            return False
     return True
 
 

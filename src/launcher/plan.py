@@ -127,6 +127,8 @@ def prepare(
     from launcher.bootstrap import bootstrap_dir
 
     layout.ensure(extra=(bootstrap_dir(layout),) + ((shim_dir,) if shim_dir is not None else ()))
+    if shim_dir is not None:
+        shim_dir.parent.mkdir(exist_ok=True, mode=0o700)  # only when preloads need shims
     boot = ensure_bootstrap(layout)
     gate = str(boot / "sitecustomize.py")
     # The launcher's own files too: after an upgrade (or an edit of an

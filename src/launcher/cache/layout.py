@@ -103,7 +103,7 @@ class CacheLayout:
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             for sub in (self.trees, self.locks, self.failures, self.specs, self.log, self.runs,
-                        self.bootstrap, self.shims, self.memo, self.probes, self.used):
+                        self.bootstrap, self.memo, self.probes, self.used):
                 sub.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise UsageError(

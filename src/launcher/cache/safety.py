@@ -70,8 +70,8 @@ def dir_problem(path: Path, *, code: bool, follow: bool = False, sticky_ok: bool
     """
     try:
         st = os.stat(path) if follow else os.lstat(path)
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # not there (yet): creating it says what is wrong, if anything
     except OSError as exc:
         return Problem(path, f"cannot be inspected ({exc.strerror or exc})",
                        "set LAUNCHER_CACHE_DIR to a directory you own")
