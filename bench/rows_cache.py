@@ -116,7 +116,7 @@ def warm_big_tree(ws: Workspace, scale: Scale, row: Row) -> Row:
     row.summary.update(memo_bytes=size, memo_entries=entries, memo_plans=plans, tree_files=files)
     row.note = (f"big tree: {files} files (5,000 modules + bytecode, {PACKAGES} subpackages); small: markupsafe; "
                 f"both warm (fast path checked); memo with {REMEMBERED} remembered invocations of the big tree "
-                f"(+2 others): {size / 1024:.1f} KiB in {entries} entries and {plans} shared plan(s), "
+                f"(the memo keeps {REMEMBERED}): {size / 1024:.1f} KiB in {entries} entries and {plans} shared plan(s), "
                 f"budget < {MEMO_BUDGET // 1024} KiB")
     if size >= MEMO_BUDGET:
         row.status = "fail"

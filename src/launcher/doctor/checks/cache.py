@@ -205,6 +205,8 @@ def temp_findings(layout: CacheLayout) -> list[Finding]:
     """`.tmp-*` dirs of installs (trees/) and gate publishes (bootstrap/): live or left behind."""
     out = []
     for parent in (layout.trees, layout.bootstrap):
+        if not safety.real_dir(parent):
+            continue  # a link or a file there is reported by the trust check
         try:
             temps = sorted(parent.glob(".tmp-*")) + sorted(parent.glob(".trash-*"))
         except OSError:
