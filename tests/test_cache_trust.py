@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import base_env, installs, launcher, offline_with
+from launcher.cache.safety import remove  # trees are read-only: this is how to delete one
 
 SIX = "import six, sys; sys.stdout.write(six.__file__)"
 MARKUPSAFE = "import markupsafe, sys; sys.stdout.write(markupsafe.__file__)"
@@ -93,8 +94,7 @@ def test_cleaning_never_follows_a_link_out_of_the_cache(six_cache: Path, tmp_pat
     if area == "one tree":
         (tree,) = trees_of(cache)
         shutil.copytree(tree, outside / tree.name, symlinks=True)
-        tree.chmod(0o700)
-        shutil.rmtree(tree)
+        assert remove(tree) == []
         tree.symlink_to(outside / tree.name)
         link = tree
     else:
@@ -140,19 +140,21 @@ def test_a_directory_where_a_use_stamp_should_be(six_cache: Path, tmp_path: Path
     assert any(str(orphan) in str(f["message"]) for f in doctor_fails(cache))
 
 
-def test_a_file_where_the_trees_dir_should_be(six_cache: Path, tmp_path: Path, py311: str) -> None:
+@pytest.mark.parametrize("where", ["trees", "root"])
+def test_a_file_where_a_cache_dir_should_be(six_cache: Path, tmp_path: Path, py311: str, where: str) -> None:
     cache = copy_cache(six_cache, tmp_path / "cache")
-    shutil.rmtree(cache / "trees")
-    (cache / "trees").write_text("not a directory")
+    odd = cache / "trees" if where == "trees" else cache
+    assert remove(odd) == []
+    odd.write_text("not a directory")
     env = base_env(cache)
     for args in (("cache", "list"), ("cache", "info"), ("cache", "prune"), ("cache", "clear"),
                  ("cache", "verify"), ("run", *offline_with("six"), "--", py311, "-c", SIX)):
         proc = launcher(*args, env=env)
         no_traceback(proc)
         assert proc.returncode == 2, (args, proc.stderr)
-        one_line(proc, f"{cache / 'trees'} is not a directory")
+        one_line(proc, f"{odd} is not a directory")
     doctor = launcher("doctor", env=env)
-    assert doctor.returncode == 1 and f"{cache / 'trees'} is not a directory" in doctor.stdout
+    assert doctor.returncode == 1 and f"{odd} is not a directory" in doctor.stdout
 
 
 def test_a_symlinked_tree_is_used_by_neither_run_nor_the_gate(six_cache: Path, tmp_path: Path,
@@ -165,8 +167,7 @@ def test_a_symlinked_tree_is_used_by_neither_run_nor_the_gate(six_cache: Path, t
     (tree,) = trees_of(cache)
     elsewhere = tmp_path / "elsewhere" / tree.name
     shutil.copytree(tree, elsewhere, symlinks=True)
-    tree.chmod(0o700)
-    shutil.rmtree(tree)
+    assert remove(tree) == []
     tree.symlink_to(elsewhere)
     marker = tmp_path / "ran"
 
@@ -343,3 +344,27 @@ def test_memo_is_one_small_entry_per_invocation(markupsafe_cache: Path, tmp_path
     assert all(p.stat().st_size < 2048 for p in entries + plans)
     # No file list: a plan names each tree once, with one digest.
     assert b"markupsafe/__init__.py" not in plans[0].read_bytes()
+
+
+def test_the_safe_walker_never_descends_or_deletes_through_a_link(tmp_path: Path) -> None:
+    from launcher.cache.safety import walk
+
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "keep.txt").write_text("mine")
+    doomed = tmp_path / "cache" / "trees" / ".trash-x"
+    (doomed / "pkg" / "sub").mkdir(parents=True)
+    (doomed / "pkg" / "sub" / "m.py").write_text("x = 1\n")
+    (doomed / "pkg" / "to-dir").symlink_to(outside)
+    (doomed / "pkg" / "to-file").symlink_to(outside / "deep" / "keep.txt")
+    for p in (doomed / "pkg" / "sub" / "m.py", doomed / "pkg" / "sub", doomed / "pkg", doomed):
+        p.chmod(0o500 if p.is_dir() else 0o400)  # as published: read-only
+    before = snapshot(outside)
+
+    seen = [rel for rel, _st in walk(doomed)]
+    assert seen == ["pkg", "pkg/sub", "pkg/sub/m.py", "pkg/to-dir", "pkg/to-file"]
+    assert remove(doomed) == [] and not doomed.exists()
+    assert snapshot(outside) == before
+    link = tmp_path / "cache" / "trees" / "linked"
+    link.symlink_to(outside)
+    assert remove(link) == [] and not os.path.lexists(link) and snapshot(outside) == before

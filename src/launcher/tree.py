@@ -205,7 +205,8 @@ def _listed_dirs(tree: Path, files: dict[str, FileEntry]) -> list[str]:
     """The directories a tree was published with (DIRS; older trees: those of its files)."""
     if DIRS in files:
         try:
-            return [d for d in (tree / DIRS).read_text().splitlines() if d and d != "."]
+            text = (tree / DIRS).read_text(encoding="utf-8", errors="surrogateescape")
+            return [d for d in text.splitlines() if d and d != "."]
         except OSError:
             return []
     out = {str(Path(p).parent) for p in files}
@@ -349,7 +350,8 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
         plugins = _collect_plugins(tmp)
         if plugins:
             (tmp / PLUGINS).write_text("".join(f"{p}\n" for p in plugins))
-        (tmp / DIRS).write_text("".join(f"{d}\n" for d in _directories(tmp)))
+        (tmp / DIRS).write_text("".join(f"{d}\n" for d in _directories(tmp)), encoding="utf-8",
+                                errors="surrogateescape")
         manifest = Manifest(
             format=TREE_FORMAT,
             abi_key=interp.abi_key,
