@@ -368,3 +368,40 @@ def test_the_safe_walker_never_descends_or_deletes_through_a_link(tmp_path: Path
     link = tmp_path / "cache" / "trees" / "linked"
     link.symlink_to(outside)
     assert remove(link) == [] and not os.path.lexists(link) and snapshot(outside) == before
+
+
+def test_published_trees_stop_their_owner_and_still_get_removed(six_cache: Path) -> None:
+    """Root ignores modes, so the owner here is `nobody`: in a forked child that
+    drops to it, a published tree refuses edits, additions and removals, and
+    the safe walker still removes the whole tree (as prune and clear do)."""
+    import tempfile
+
+    (tree,) = trees_of(six_cache)
+    base = Path(tempfile.mkdtemp(prefix="launcher-trust-"))
+    try:
+        copy = base / "trees" / tree.name
+        shutil.copytree(tree, copy, symlinks=True)
+        for dirpath, _dirs, files in os.walk(base):
+            for p in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
+                os.chown(p, NOBODY, -1)
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 1
+            try:
+                os.setgid(pwd.getpwnam("nobody").pw_gid)
+                os.setuid(NOBODY)
+                refused = 0
+                for attempt in (lambda: os.open(copy / "six.py", os.O_WRONLY | os.O_APPEND),
+                                lambda: os.open(copy / "new.py", os.O_WRONLY | os.O_CREAT),
+                                lambda: os.unlink(copy / "six.py"), lambda: os.mkdir(copy / "pkg")):
+                    try:
+                        attempt()
+                    except PermissionError:
+                        refused += 1
+                code = 0 if refused == 4 and remove(copy) == [] and not copy.exists() else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(base)
