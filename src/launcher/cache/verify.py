@@ -141,7 +141,7 @@ def _known_interpreter(layout: CacheLayout, abi_key: str) -> str | None:
         return None
     for p in sorted(layout.probes.glob("*.json")):
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("abi_key") == abi_key and data.get("executable"):
