@@ -405,3 +405,31 @@ def test_published_trees_stop_their_owner_and_still_get_removed(six_cache: Path)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         shutil.rmtree(base)
+
+
+def test_memo_names_are_stable_across_processes_and_bounded(tmp_path: Path) -> None:
+    """The warm path finds an entry by a hash of its key that every process
+    computes alike (str hashes are salted per process; int hashes are not),
+    and remembering more than 64 invocations keeps the newest 64."""
+    import sys
+
+    from launcher import _fastrun
+
+    root = str(tmp_path / "cache")
+    os.makedirs(root + "/memo", mode=0o700)
+    environ = {"LAUNCHER_CACHE_DIR": root, "PATH": "/usr/bin"}
+    watched = tmp_path / "watched"
+    watched.write_text("x")
+    code = ("import sys; from launcher import _fastrun as f; "
+            "print(f.entry_path(sys.argv[1], f.key(['run', 'x'], {'PATH': '/usr/bin'}, '/w')))")
+    names = {subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PYTHONHASHSEED=seed)).stdout.strip() for seed in ("1", "2")}
+    assert names == {_fastrun.entry_path(root, _fastrun.key(["run", "x"], {"PATH": "/usr/bin"}, "/w"))}
+
+    for i in range(70):
+        _fastrun.remember(["run", "--", "python3", "-c", f"pass  # {i}"], environ, "/w", ["python3"], {},
+                          None, [str(watched)], root)
+    entries = sorted(Path(root, "memo").glob("run-*.marshal"))
+    assert len(entries) == 64 and len(list(Path(root, "memo").glob("plan-*.marshal"))) == 1
+    kept = {_fastrun.marshal.loads(p.read_bytes())[1].rsplit("# ", 1)[1] for p in entries}
+    assert kept == {str(i) for i in range(6, 70)}

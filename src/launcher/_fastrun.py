@@ -166,9 +166,14 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
 
 
 def _write(path: str, data: bytes) -> None:
+    import time
+
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
+    # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
+    now = time.time_ns()
+    os.utime(tmp, ns=(now, now))
     os.replace(tmp, path)
 
 
@@ -183,6 +188,9 @@ def _evict(memo: str) -> None:
     for n in entries[:-MAX_ENTRIES]:
         os.unlink(memo + "/" + n)
     entries = entries[-MAX_ENTRIES:]
+    stale = [n for n in names if n == f"run-{_tag()}.marshal"]
+    if len(entries) < MAX_ENTRIES and sum(n.startswith(plans) for n in names) <= len(entries) and not stale:
+        return  # nothing evicted, and plans stay no more than entries: bounded
     kept = set()
     for n in entries:
         try:
