@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _measure import TIME, Cmd, CommandFailed, paired, paired_rss
+from _measure import TIME, Cmd, CommandFailed, paired, paired_rss, run_once
 from _workspace import LAUNCHER, WITH_ARGS, Missing, Workspace
 
 from support import imported_modules
@@ -229,23 +229,34 @@ def cold_herd(ws: Workspace, scale: Scale, row: Row) -> Row:
         if side == "a":
             installs.append(built)
 
-    pairs = paired(fresh(16), fresh(1), pairs=scale.herd, warmup=1, after=after)
     # The floor: the same herd with no launcher at all (the same bash parent,
-    # a 3.13 venv that has markupsafe installed).
+    # a 3.13 venv that has markupsafe installed), timed in the same round as
+    # both launcher runs so the machine's load hits all three alike.
     installed = ws.venv("markupsafe313", packages=("markupsafe",), base=py)
-    floor = paired(Cmd([herd, "16", installed, "bare"], ws.base_env()),
-                   Cmd([herd, "1", installed, "bare"], ws.base_env()), pairs=max(scale.herd, 5), warmup=1)
-    floor_ms = floor.summary()["a_ms"]
+    floor = Cmd([herd, "16", installed, "bare"], ws.base_env())
+    herds, floors, singles = [], [], []
+    for i in range(1 + scale.herd):  # one discarded warm-up round
+        sides = []
+        for side, src in (("a", fresh(16)), ("floor", lambda: floor), ("b", fresh(1))):
+            cmd = src()
+            sides.append(run_once(cmd).seconds * 1e3)
+            if side != "floor":
+                after(side, cmd)
+        if i:
+            herds.append(sides[0])
+            floors.append(sides[1])
+            singles.append(sides[2])
     # The row's value: what the launcher adds to the herd, in cold builds:
     # (herd under the launcher - the same herd without it) / one cold build.
-    values = [(x.seconds * 1e3 - floor_ms) / (y.seconds * 1e3) for x, y in zip(pairs.a, pairs.b, strict=True)]
-    row.summary = pairs.summary() | {"median": statistics.median(values), "min": min(values),
-                                     "max": max(values), "installs": installs, "floor_ms": floor_ms}
-    row.note = (f"{scale.herd} pairs (each sample is a full cold build); exactly 1 install "
+    values = [(a - f) / b for a, f, b in zip(herds, floors, singles, strict=True)]
+    row.summary = {"pairs": len(values), "median": statistics.median(values), "min": min(values),
+                   "max": max(values), "a_ms": statistics.median(herds), "b_ms": statistics.median(singles),
+                   "floor_ms": statistics.median(floors), "installs": installs}
+    floor_ms = row.summary["floor_ms"]
+    row.note = (f"{scale.herd} rounds (each a full cold build); exactly 1 install "
                 f"(installs.jsonl, result \"built\") in every run.  Value: (herd of 16 under the launcher "
-                f"- the same herd without it, {floor_ms:.0f} ms: herd.sh 16 in a 3.13 venv with markupsafe) / "
-                "one cold build (1 worker under the launcher); 1.0 means the 15 extra workers cost the "
-                "launcher nothing beyond the one build")
+                f"- the same herd without it, {floor_ms:.0f} ms: herd.sh 16 in a 3.13 venv with markupsafe, "
+                "timed in the same round) / one cold build (1 worker under the launcher)")
     return row.judge()
 
 
