@@ -6,7 +6,6 @@ where this package is not importable: they are stdlib + cloudpickle only.
 """
 
 from launcher.executor._driver import (
-    BytecodeNotPortable,
     Executor,
     RemoteError,
     RemoteTraceback,
@@ -16,6 +15,7 @@ from launcher.executor._driver import (
     WorkerInfo,
     WorkerStartError,
 )
+from launcher.executor._pickling import BytecodeNotPortable
 
 __all__ = [
     "BytecodeNotPortable", "Executor", "RemoteError", "RemoteTraceback", "TaskFuture", "TaskTimeout",

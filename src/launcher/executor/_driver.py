@@ -11,7 +11,6 @@ that forked the worker exits.
 from __future__ import annotations
 
 import atexit
-import io
 import itertools
 import os
 import pickle
@@ -19,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -29,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from launcher.executor import _protocol as P
+from launcher.executor._pickling import dumps_for
 from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
 
 if TYPE_CHECKING:
@@ -91,39 +88,7 @@ class TaskTimeout(TimeoutError):
     """A task ran past its `timeout`: its worker was stopped and replaced, the task not retried."""
 
 
-class BytecodeNotPortable(TypeError):
-    """A function sent by value (defined in `__main__`, a lambda) to a worker on
-    another Python version: bytecode does not load there."""
-
-
 # ------------------------------------------------------------------- pickling
-
-
-class _FoundCode(Exception):
-    def __init__(self, code: types.CodeType) -> None:
-        self.code = code
-
-
-class _PortablePickler(cloudpickle.Pickler):
-    """cloudpickle, failing at the first code object it would send by value."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is types.CodeType:
-            raise _FoundCode(obj)
-        return super().reducer_override(obj)
-
-
-def _not_portable(code: types.CodeType, worker: str) -> BytecodeNotPortable:
-    import sys
-
-    name = getattr(code, "co_qualname", code.co_name)
-    mine = f"{sys.implementation.name} {sys.version_info[0]}.{sys.version_info[1]}"
-    return BytecodeNotPortable(
-        f"cannot send {name} ({code.co_filename}, line {code.co_firstlineno}) to a {worker} worker: "
-        f"it is defined in __main__ or is a lambda, so it travels as bytecode, and bytecode of "
-        f"{mine} (the driver) does not load on {worker}. Move it into a module of your project "
-        "(next to your script, in the working directory or on PYTHONPATH) and import it from "
-        "there: functions of importable modules are sent by name.")
 
 
 def _loads_file(f: Any) -> Any:
@@ -306,7 +271,6 @@ class Executor(_BaseExecutor):
         self.timeout = timeout
         self.command = worker_command(python, flags=flags, settings=settings, cwd=cwd, environ=environ,
                                       env_policy=env_policy, env_allow=tuple(env_allow))
-        self._worker_label = f"{self.command.interpreter.label} ({self.command.interpreter.executable})"
         self._init = self._dumps({"paths": self.command.paths, "initializer": initializer,
                                   "initargs": tuple(initargs)})
         self._spill = private_dir(self.command.prepared.layout.root, "spill")
@@ -354,14 +318,7 @@ class Executor(_BaseExecutor):
         return future
 
     def _dumps(self, obj: Any) -> bytes:
-        if self.command.same_bytecode:
-            return cloudpickle.dumps(obj, protocol=P.PROTOCOL)
-        buf = io.BytesIO()
-        try:
-            _PortablePickler(buf, protocol=P.PROTOCOL).dump(obj)
-        except _FoundCode as found:
-            raise _not_portable(found.code, self._worker_label) from None
-        return buf.getvalue()
+        return dumps_for(self.command, obj)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cv:
