@@ -291,6 +291,11 @@ class Executor(_BaseExecutor):
         return self.command.prepared
 
     @property
+    def spill_dir(self) -> Path:
+        """This executor's private (0700) directory for spilled results."""
+        return self._spill
+
+    @property
     def workers(self) -> list[WorkerInfo]:
         with self._cv:
             return [w.info for w in self._workers.values()]

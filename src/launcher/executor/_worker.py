@@ -127,6 +127,9 @@ def _dump_result(result, sink, cloudpickle):
     """Pickle `result` into `sink`; an unpicklable result is an error naming its type."""
     try:
         cloudpickle.Pickler(sink, protocol=P.PROTOCOL).dump(result)
+    except OSError:
+        sink.discard()  # the spill file could not be written (never one we did not create)
+        raise
     except Exception as exc:
         sink.discard()
         cls = type(result)
