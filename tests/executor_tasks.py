@@ -92,3 +92,20 @@ def parent_of_sleeper() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     print(f"child {child.pid}")
     time.sleep(600)
+
+
+def preloads() -> dict[str, object]:
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    return {"jemalloc": "libjemalloc" in maps, "LD_PRELOAD": os.environ.get("LD_PRELOAD")}
+
+
+FLAG: list[str] = []
+
+
+def remember(value: str) -> None:
+    FLAG.append(value)
+
+
+def remembered() -> list[str]:
+    return FLAG

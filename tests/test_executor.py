@@ -17,12 +17,13 @@ import pytest
 
 import executor_tasks as tasks
 import launcher
-from conftest import WHEELHOUSE, base_env
+from conftest import WHEELHOUSE, base_env, foreign_python, missing
 from launcher.executor import (
     BytecodeNotPortable,
     RemoteTraceback,
     TaskTimeout,
     WorkerDied,
+    WorkerStartError,
     _protocol,
 )
 
@@ -270,3 +271,38 @@ def test_sigkill_of_the_driver_leaves_no_worker(py313: str, environ: dict[str, s
     finally:
         driver.kill()
         driver.wait()
+
+
+def test_pypy_workers_and_an_initializer(environ: dict[str, str]) -> None:
+    pypy = foreign_python("pypy")
+    with executor(pypy, environ, max_workers=2, initializer=tasks.remember, initargs=("set",)) as ex:
+        futures = [ex.submit(tasks.remembered) for _ in range(4)]
+        assert [f.result(timeout=120) for f in futures] == [["set"]] * 4
+        who = futures[0].worker
+        assert who is not None and who.implementation == "pypy"
+        assert who.abi_key is not None and who.abi_key.startswith("pypy3")
+        with pytest.raises(ValueError, match="from pypy"):
+            ex.submit(tasks.boom, "from pypy").result(timeout=60)
+
+
+def test_failing_initializer_breaks_the_executor_clearly(environ: dict[str, str]) -> None:
+    with executor(None, environ, max_workers=1, initializer=tasks.boom, initargs=("no init",)) as ex:
+        fut = ex.submit(tasks.pid)
+        with pytest.raises(WorkerStartError, match="initializer failed(.|\n)*ValueError: no init"):
+            fut.result(timeout=60)
+        with pytest.raises(WorkerStartError):
+            ex.submit(tasks.pid)
+
+
+def test_workers_get_the_preloads(py313t: str, environ: dict[str, str]) -> None:
+    from launcher import preload
+    from launcher.errors import UsageError
+
+    try:
+        preload.resolve_one("jemalloc")
+    except UsageError:
+        missing("jemalloc is not installed: apt-get install libjemalloc2 (.ci/run installs it)")
+    with executor(py313t, environ, max_workers=1, flags={"preload": ["jemalloc"]}) as ex:
+        got = ex.submit(tasks.preloads).result(timeout=120)
+    # Mapped in the worker, while the task sees the caller's LD_PRELOAD (none) for its children.
+    assert got == {"jemalloc": True, "LD_PRELOAD": environ.get("LD_PRELOAD")}
