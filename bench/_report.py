@@ -14,12 +14,16 @@ def _num(row: Row, key: str, digits: int = 2) -> str:
         return "–"
     if row.unit == "kib":
         return f"{v:+.0f} KiB"
+    if row.unit == "mib":
+        return f"{v:.0f} MiB"
     return f"{v:.{digits}f}×"
 
 
 def _budget(row: Row) -> str:
     if row.unit == "kib":
         return f"≤ +{row.budget / 1024:g} MiB"
+    if row.unit == "mib":
+        return f"≤ {row.budget:g} MiB"
     return f"≤ {row.budget:.2f}×"
 
 
@@ -29,6 +33,8 @@ def _sides(row: Row) -> str:
         return "–"
     if row.unit == "kib":
         return f"{s['a_kib'] / 1024:.1f} / {s['b_kib'] / 1024:.1f} MiB"
+    if row.unit == "mib":
+        return f"{s['a_mib']:.0f} / {s['b_mib']:.0f} MiB"
     return f"{s['a_ms']:.1f} / {s['b_ms']:.1f} ms"
 
 

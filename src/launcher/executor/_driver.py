@@ -390,7 +390,9 @@ class Executor(_BaseExecutor):
                 if task is None:
                     break
                 task.future.worker = worker.info
-                if not worker.run(task):
+                alive = worker.run(task)
+                del task  # the result belongs to the caller now, not to this idle thread
+                if not alive:
                     with self._cv:
                         self._workers.pop(worker.info.pid, None)
                     worker = self._spawn()
