@@ -109,3 +109,15 @@ def remember(value: str) -> None:
 
 def remembered() -> list[str]:
     return FLAG
+
+
+class SlowToPickle:
+    """Pickling this takes a minute: a result caught half-way into its spill file."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        time.sleep(60)
+        return (SlowToPickle, ())
+
+
+def half_written(size: int) -> list[object]:
+    return [bytes(size), SlowToPickle()]

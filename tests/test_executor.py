@@ -173,6 +173,15 @@ def test_timeout_stops_that_task_without_retry(py313: str, environ: dict[str, st
         assert gone(first)
         assert ex.submit(tasks.pid).result(timeout=60) != first
         assert marker.read_text().count("\n") == 1
+        # Stopped while its result was half-way into a spill file: the file goes too.
+        fut = ex.submit_with(tasks.half_written, (8 * 1024 * 1024,), timeout=3)
+        deadline = time.monotonic() + 30
+        while not list(ex.spill_dir.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [p.name for p in ex.spill_dir.iterdir()] == ["3.result"]  # tasks are numbered from 1
+        with pytest.raises(TaskTimeout):
+            fut.result(timeout=60)
+        assert list(ex.spill_dir.iterdir()) == []
 
 
 def test_scrub_keeps_only_the_allow_list(environ: dict[str, str]) -> None:
