@@ -159,6 +159,12 @@ def test_killed_worker_fails_its_task_and_is_replaced(py313: str, environ: dict[
         after = ex.submit(tasks.pid).result(timeout=60)
         assert after != victim
         assert marker.read_text().count("\n") == 1  # not retried
+        # A worker that dies while idle costs no task: the next one goes to its replacement.
+        os.kill(after, signal.SIGKILL)
+        while not gone(after):
+            time.sleep(0.02)
+        fresh = ex.submit(tasks.pid)
+        assert fresh.result(timeout=60) not in (victim, after)
 
 
 def test_timeout_stops_that_task_without_retry(py313: str, environ: dict[str, str], tmp_path: Path) -> None:

@@ -132,6 +132,9 @@ class _Task:
     name: str
 
 
+DONE, GONE, UNSENT = "done", "gone", "unsent"
+
+
 class _Worker:
     """One worker process and the driver's ends of its two pipes."""
 
@@ -167,26 +170,35 @@ class _Worker:
             raise WorkerStartError(bytes(payload).decode("utf-8", "replace"))
         return WorkerInfo(**pickle.loads(payload))
 
-    def run(self, task: _Task) -> bool:
-        """Run `task`, settle its future; False when the worker is gone."""
+    def run(self, task: _Task) -> str:
+        """Run `task` and settle its future: DONE, or GONE when the worker died
+        or was stopped with it.  UNSENT (future untouched) when the worker had
+        died while idle: the task never reached it, so it may go to another."""
         spill = self.spill / f"{task.id}.result"
+        if self.proc.poll() is not None:
+            self.close(kill=True)
+            return UNSENT
         try:
             P.write_frame(self.wfd, P.TASK, task.id, task.payload)
+        except BrokenPipeError:
+            self.close(kill=True)
+            return UNSENT
+        try:
             if not self.reader.wait(task.timeout):
                 self.close(kill=True)
                 _unlink(spill)
                 task.future.set_exception(TaskTimeout(
                     f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
                     f"(pid {self.info.pid}) was stopped and replaced; the task is not retried"))
-                return False
+                return GONE
             kind, _, payload = self.reader.read()
-        except (P.Closed, BrokenPipeError):
+        except P.Closed:
             self.close(kill=True)
             _unlink(spill)
             task.future.set_exception(WorkerDied(
                 f"the worker (pid {self.info.pid}) running {task.name} "
                 f"{_exit_reason(self.proc.returncode)}; it is replaced, the task is not retried"))
-            return False
+            return GONE
         try:
             if kind == P.OK:
                 value = pickle.loads(payload)
@@ -194,15 +206,15 @@ class _Worker:
                 value = P.load_spill(str(spill), _loads_file)
             else:
                 task.future.set_exception(_rebuild_error(payload))
-                return True
+                return DONE
         except Exception as exc:
             _unlink(spill)
             err = RuntimeError(f"the result of {task.name} cannot be loaded in the driver: {exc}")
             err.__cause__ = exc
             task.future.set_exception(err)
-            return True
+            return DONE
         task.future.set_result(value)
-        return True
+        return DONE
 
     def close(self, *, kill: bool, grace: float = 5.0) -> None:
         if kill:
@@ -389,19 +401,34 @@ class Executor(_BaseExecutor):
                 task = self._next()
                 if task is None:
                     break
-                task.future.worker = worker.info
-                alive = worker.run(task)
+                worker = self._run(worker, task)
                 del task  # the result belongs to the caller now, not to this idle thread
-                if not alive:
-                    with self._cv:
-                        self._workers.pop(worker.info.pid, None)
-                    worker = self._spawn()
         finally:
             if worker is not None:
                 with self._cv:
                     self._workers.pop(worker.info.pid, None)
                 worker.close(kill=False)
             self._slot_done()
+
+    def _run(self, worker: _Worker, task: _Task) -> _Worker | None:
+        """Run `task` on `worker`; the worker to go on with (a replacement if it died)."""
+        current: _Worker | None = worker
+        for _ in range(2):  # a task that never reached a dead worker goes to its replacement
+            assert current is not None
+            task.future.worker = current.info
+            outcome = current.run(task)
+            if outcome == DONE:
+                return current
+            with self._cv:
+                self._workers.pop(current.info.pid, None)
+            current = self._spawn()
+            if outcome == GONE or current is None:
+                break
+        if outcome == UNSENT:
+            task.future.set_exception(WorkerDied(
+                f"no worker could be started for {task.name}" if current is None else
+                f"two fresh workers died before {task.name} reached them"))
+        return current
 
     def _slot_done(self) -> None:
         with self._cv:
