@@ -321,3 +321,35 @@ def test_workers_get_the_preloads(py313t: str, environ: dict[str, str]) -> None:
         got = ex.submit(tasks.preloads).result(timeout=120)
     # Mapped in the worker, while the task sees the caller's LD_PRELOAD (none) for its children.
     assert got == {"jemalloc": True, "LD_PRELOAD": environ.get("LD_PRELOAD")}
+
+
+QUIET = """\
+import sys
+import launcher
+from launcher.replicas import LocalReplicaExecutor
+from helpers import nap
+
+flags = {"find-links": [sys.argv[2]], "offline": True}
+with launcher.Executor(sys.argv[1], max_workers=2, flags=flags) as ex:
+    print(sum(ex.map(nap, [0, 0, 0])), len(ex.submit(bytes, 3 << 20).result()))
+with LocalReplicaExecutor(sys.argv[1], flags=flags) as rep:
+    print([r["status"] for r in rep.collect(rep.launch_replicas(2, "helpers.nap", (0,)))])
+"""
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_quiet_under_user_settings(strict: bool, py313: str, environ: dict[str, str], tmp_path: Path) -> None:
+    """Nothing on stderr, with or without -X dev -W error, PYTHONDONTWRITEBYTECODE,
+    PYTHONUNBUFFERED and PYTHONWARNINGS=error (which the workers inherit)."""
+    (tmp_path / "driver.py").write_text(QUIET)
+    (tmp_path / "helpers.py").write_text("def nap(s):\n    return s\n")
+    env = dict(environ)
+    env.pop("PYTHONPATH")
+    flags: list[str] = []
+    if strict:
+        flags = ["-X", "dev", "-W", "error"]
+        env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", PYTHONWARNINGS="error")
+    proc = subprocess.run([sys.executable, *flags, str(tmp_path / "driver.py"), py313, str(WHEELHOUSE)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert proc.stdout.splitlines() == ["0 3145728", "['succeeded', 'succeeded']"]
