@@ -353,3 +353,18 @@ def test_quiet_under_user_settings(strict: bool, py313: str, environ: dict[str, 
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
     assert proc.stdout.splitlines() == ["0 3145728", "['succeeded', 'succeeded']"]
+
+
+def test_worker_side_is_stdlib_and_cloudpickle_only() -> None:
+    """_worker.py and _protocol.py run inside foreign interpreters (3.8+, PyPy)
+    where the launcher is not importable: stdlib + cloudpickle, 3.8 syntax."""
+    import ast
+
+    from launcher.executor import _start
+
+    for path in (_start.WORKER_SCRIPT, Path(_protocol.__file__)):
+        tree = ast.parse(path.read_text(), feature_version=(3, 8))
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module.split(".")[0] for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        assert names <= set(sys.stdlib_module_names) | {"cloudpickle"}, (path.name, names)
