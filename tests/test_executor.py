@@ -283,6 +283,12 @@ def test_sigkill_of_the_driver_leaves_no_worker(py313: str, environ: dict[str, s
         while not all(gone(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert [p for p in pids if not gone(p)] == []
+        # What the killed driver left in the cache goes with the next executor.
+        spill = Path(environ["LAUNCHER_CACHE_DIR"]) / "spill"
+        assert [d.name for d in spill.iterdir() if d.name.startswith(f"{driver.pid}-")]
+        with executor(None, environ, max_workers=1) as ex:
+            assert not [d for d in spill.iterdir() if d.name.startswith(f"{driver.pid}-")]
+            assert ex.spill_dir.parent == spill
     finally:
         driver.kill()
         driver.wait()

@@ -50,6 +50,11 @@ def test_callable_entrypoint(replicas: LocalReplicaExecutor) -> None:
     (h,) = replicas.launch_replicas(1, tasks.rank_work, (5,))
     (out,) = replicas.collect([h], timeout=120)
     assert out["status"] == "succeeded" and out["result"] == 0
+    # A large result comes back through a private file, not a pipe.
+    (h,) = replicas.launch_replicas(1, "builtins.bytes", (64 << 20,))
+    (out,) = replicas.collect([h], timeout=120)
+    assert out["status"] == "succeeded" and len(out["result"]) == 64 << 20
+    assert not Path(out["log"]).with_suffix(".result").exists()
 
 
 def test_cancel_ends_the_replica_and_its_children(replicas: LocalReplicaExecutor) -> None:

@@ -108,7 +108,25 @@ def private_dir(root: Path, name: str) -> Path:
         raise PermissionError(f"{parent} is not a directory owned by this user; remove it")
     if st.st_mode & 0o077:
         os.chmod(parent, 0o700)
+    _sweep(parent)
     return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
+
+
+def _sweep(parent: Path) -> None:
+    """Remove what drivers that were killed left behind (`<pid>-*` of a pid
+    that no longer runs); a pid that runs again is left alone."""
+    import shutil
+
+    for entry in os.scandir(parent):
+        pid = entry.name.split("-", 1)[0]
+        if not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def argv_for(cmd: WorkerCommand, mode: str, args: Sequence[object]) -> list[str]:
