@@ -374,3 +374,14 @@ def test_worker_side_is_stdlib_and_cloudpickle_only() -> None:
         names |= {n.module.split(".")[0] for n in ast.walk(tree)
                   if isinstance(n, ast.ImportFrom) and n.module and not n.level}
         assert names <= set(sys.stdlib_module_names) | {"cloudpickle"}, (path.name, names)
+
+
+def test_interpreter_by_name_on_path(py313: str, environ: dict[str, str]) -> None:
+    env = dict(environ, PATH=f"{Path(py313).parent}{os.pathsep}{environ['PATH']}")
+    with executor(Path(py313).name, env, max_workers=1) as ex:
+        assert ex.submit(tasks.state).result(timeout=60)["pid"] > 0
+        assert ex.workers[0].executable == py313
+    from launcher.errors import CommandNotFound
+
+    with pytest.raises(CommandNotFound, match="command not found: no-such-python"):
+        executor("no-such-python", env)

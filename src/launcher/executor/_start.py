@@ -80,12 +80,29 @@ def worker_command(python: str | os.PathLike[str] | None, *, flags: Mapping[str,
     if settings is None:
         settings = resolve(dict(flags or {}), cwd=Path(workdir), environ=full).settings
     settings = with_cloudpickle(settings)
-    exe = os.path.abspath(os.fspath(python)) if python is not None else sys.executable
+    exe = _interpreter(python, base.get("PATH"))
     prepared = prepare([exe, str(WORKER_SCRIPT)], settings=settings, cwd=workdir, environ=base)
     item = _find(prepared, exe)
     return WorkerCommand(argv=list(prepared.argv), env=dict(prepared.env), cwd=workdir,
                          paths=project_paths(workdir), interpreter=item.interpreter, tree=item.tree,
                          prepared=prepared)
+
+
+def _interpreter(python: str | os.PathLike[str] | None, path: str | None) -> str:
+    """`python` as an absolute path: a bare name (`python3.13`) is looked up on PATH."""
+    if python is None:
+        return sys.executable
+    name = os.fspath(python)
+    if os.sep in name:
+        return os.path.abspath(name)
+    import shutil
+
+    from launcher.errors import CommandNotFound
+
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise CommandNotFound(f"command not found: {name}", fix="pass the interpreter's path")
+    return os.path.abspath(found)
 
 
 def _find(prepared: Prepared, exe: str) -> Any:
