@@ -91,6 +91,12 @@ def test_lambda_to_another_version_fails_at_submit(py313: str, environ: dict[str
         assert ex.workers == []
         # Functions of importable modules go by name and work across versions.
         assert ex.submit(tasks.state).result(timeout=60)["pid"] != os.getpid()
+        # ... if the worker can import them: click is the driver's, not the worker's.
+        import click
+
+        with pytest.raises(ModuleNotFoundError, match="'click' in the worker .*flags=") as err:
+            ex.submit(click.echo, "hi").result(timeout=60)
+        assert err.value.name == "click"
 
 
 def test_exception_keeps_type_message_and_worker_traceback(py313: str, environ: dict[str, str]) -> None:

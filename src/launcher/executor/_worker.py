@@ -137,6 +137,18 @@ def _dump_result(result, sink, cloudpickle):
                         % (cls.__module__, cls.__qualname__, exc)) from exc
 
 
+def _load_task(payload, cloudpickle):
+    try:
+        return cloudpickle.loads(payload)
+    except ImportError as exc:
+        # Functions and classes of modules travel by name: say where the worker looked.
+        raise type(exc)(
+            "%s in the worker (%s %s): the module must be importable there; add its "
+            "distribution to the runtime (flags={'with': [...]}) or keep it in your project "
+            "(the script's directory, the working directory or PYTHONPATH)"
+            % (exc, sys.implementation.name, sys.version.split()[0]), name=exc.name) from exc
+
+
 class _State:
     """The per-task sandbox: cwd and sys.path are restored after each task."""
 
@@ -209,7 +221,7 @@ def _serve(rfd, wfd, spill_dir, cloudpickle):
             continue
         sink = P.SpillSink(os.path.join(spill_dir, "%d.result" % task_id))
         try:
-            fn, args, kwargs = cloudpickle.loads(payload)
+            fn, args, kwargs = _load_task(payload, cloudpickle)
             del payload
             sigint.unblock()
             try:
