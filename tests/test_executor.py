@@ -391,3 +391,15 @@ def test_interpreter_by_name_on_path(py313: str, environ: dict[str, str]) -> Non
 
     with pytest.raises(CommandNotFound, match="command not found: no-such-python"):
         executor("no-such-python", env)
+
+
+def test_worker_without_cloudpickle_is_a_clear_error(py313: str, tmp_path: Path) -> None:
+    """Offline with no wheelhouse: the runtime (cloudpickle) cannot be built."""
+    env = base_env(tmp_path / "cache")
+    with launcher.Executor(py313, flags={"offline": True}, environ=env) as ex:
+        assert ex.prepared.warnings and "could not build the runtime" in ex.prepared.warnings[0]
+        fut = ex.submit(tasks.pid)
+        with pytest.raises(WorkerStartError, match="cannot import cloudpickle.*launcher doctor"):
+            fut.result(timeout=120)
+        with pytest.raises(WorkerStartError):
+            ex.submit(tasks.pid)
