@@ -33,6 +33,7 @@ from launcher.executor._start import WorkerCommand, argv_for, private_dir, worke
 
 if TYPE_CHECKING:
     from launcher.config import Settings
+    from launcher.plan import Prepared
 
 
 # ----------------------------------------------------------------- public types
@@ -298,7 +299,7 @@ class Executor(_BaseExecutor):
     # -------------------------------------------------------------- submitting
 
     @property
-    def prepared(self) -> Any:
+    def prepared(self) -> Prepared:
         """The `launcher.Prepared` the workers are started with."""
         return self.command.prepared
 
