@@ -315,7 +315,8 @@ def replica_main(argv):
         return 3
     base = os.path.join(run_dir, "rank-%d" % rank)
     try:
-        with open(os.path.join(run_dir, "entry.pkl"), "rb") as f:
+        fd = os.open(os.path.join(run_dir, "entry.pkl"), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
             entry = cloudpickle.load(f)
         _add_project_paths(entry["paths"])
         fn = _resolve(entry["entrypoint"])
