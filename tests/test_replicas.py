@@ -89,3 +89,43 @@ def test_timeout_fails_the_replica(replicas: LocalReplicaExecutor) -> None:
     (out,) = replicas.collect([h], timeout=60)
     assert out["status"] == "failed"
     assert out["error"] == "timed out after 1s"
+
+
+REPLICA_DRIVER = """\
+import sys, time
+from launcher.replicas import LocalReplicaExecutor
+
+ex = LocalReplicaExecutor(sys.argv[1], flags={"find-links": [sys.argv[2]], "offline": True})
+(h,) = ex.launch_replicas(1, "helpers.announce_and_sleep")
+while not ex.stream_logs(h):
+    time.sleep(0.05)
+print(ex.stream_logs(h)[0], flush=True)
+time.sleep(120)
+"""
+
+
+def test_sigkill_of_the_driver_ends_its_replicas(py313: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "driver.py").write_text(REPLICA_DRIVER)
+    (tmp_path / "helpers.py").write_text(
+        "import os, time\n\ndef announce_and_sleep():\n    print(os.getpid())\n    time.sleep(120)\n")
+    env = base_env(tmp_path / "cache")
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), py313, str(WHEELHOUSE)],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        replica = int(driver.stdout.readline())
+        assert psutil.Process(replica).ppid() == driver.pid
+        assert os.getpgid(replica) == replica  # its own process group
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 2
+        while not gone(replica) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(replica)
+    finally:
+        driver.kill()
+        driver.wait()
