@@ -104,28 +104,32 @@ time.sleep(120)
 """
 
 
-def test_sigkill_of_the_driver_ends_its_replicas(py313: str, tmp_path: Path) -> None:
+def test_sigkill_of_the_driver_ends_its_replicas_and_their_children(py313: str, tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
 
     (tmp_path / "driver.py").write_text(REPLICA_DRIVER)
     (tmp_path / "helpers.py").write_text(
-        "import os, time\n\ndef announce_and_sleep():\n    print(os.getpid())\n    time.sleep(120)\n")
+        "import os, subprocess, sys, time\n\n"
+        "def announce_and_sleep():\n"
+        "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "    print(os.getpid(), child.pid)\n"
+        "    time.sleep(120)\n")
     env = base_env(tmp_path / "cache")
     driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), py313, str(WHEELHOUSE)],
                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:
         assert driver.stdout is not None
-        replica = int(driver.stdout.readline())
+        replica, child = map(int, driver.stdout.readline().split())
         assert psutil.Process(replica).ppid() == driver.pid
-        assert os.getpgid(replica) == replica  # its own process group
+        assert os.getpgid(replica) == replica == os.getpgid(child)  # its own process group
         driver.kill()
         driver.wait()
         deadline = time.monotonic() + 2
-        while not gone(replica) and time.monotonic() < deadline:
+        while not (gone(replica) and gone(child)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert gone(replica)
+        assert gone(replica) and gone(child)
     finally:
         driver.kill()
         driver.wait()

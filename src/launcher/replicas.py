@@ -88,6 +88,7 @@ class _Replica:
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    lifeline: int | None = None  # our write end of the replica's lifeline pipe
 
     @property
     def log(self) -> Path:
@@ -164,13 +165,17 @@ class LocalReplicaExecutor:
         env[self.world_env] = str(world)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         log = os.open(rep.log, flags, 0o600)
+        # The lifeline: we keep the write end until the replica is gone; if we
+        # die first the replica sees EOF and kills its whole group.
+        life_r, rep.lifeline = os.pipe()
         try:
             return subprocess.Popen(
-                argv_for(self.command, "replica", [os.getpid(), rep.run_dir, rep.rank]), env=env,
+                argv_for(self.command, "replica", [os.getpid(), rep.run_dir, rep.rank, life_r]), env=env,
                 cwd=self.command.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                pass_fds=(life_r,), start_new_session=True)
         finally:
             os.close(log)
+            os.close(life_r)
 
     def _watch(self, rep: _Replica, world: int) -> None:
         """Start the replica from this thread (its PR_SET_PDEATHSIG is tied to
@@ -197,6 +202,9 @@ class LocalReplicaExecutor:
             rep.status = "failed"
             rep.error = f"{type(exc).__name__}: {exc}"
         finally:
+            if rep.lifeline is not None:
+                os.close(rep.lifeline)
+                rep.lifeline = None
             rep.done.set()
 
     def _expire(self, rep: _Replica) -> None:

@@ -6,7 +6,7 @@
 # CPython 3.8+ and PyPy.
 #
 #   pool    RFD WFD PARENT_PID SPILL_DIR   serve tasks over two pipes
-#   replica PARENT_PID RUN_DIR RANK        run one entrypoint, write its outcome
+#   replica PARENT_PID RUN_DIR RANK FD     run one entrypoint, write its outcome
 import os
 import sys
 
@@ -299,9 +299,30 @@ def _write_private(path, data):
         os.close(fd)
 
 
+def _group_dies_with_parent(lifeline):
+    """The driver holds the only write end of `lifeline`: EOF means it is gone,
+    and then so is this replica's whole process group, its own children
+    included.  (Not PR_SET_PDEATHSIG here: it would kill this process before
+    it could take its children along.)"""
+    import signal
+    import threading
+
+    os.set_inheritable(lifeline, False)
+
+    def watch():
+        try:
+            while os.read(lifeline, 1):
+                pass
+        except OSError:
+            pass
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="launcher-replica-lifeline", daemon=True).start()
+
+
 def replica_main(argv):
-    parent, run_dir, rank = int(argv[0]), argv[1], int(argv[2])
-    _die_with_parent(parent)
+    run_dir, rank, lifeline = argv[1], int(argv[2]), int(argv[3])
+    _group_dies_with_parent(lifeline)
     _default_signals()
     for stream in (sys.stdout, sys.stderr):
         try:
