@@ -4,6 +4,7 @@ started the launcher way, each in its own process group with its own log."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -18,7 +19,7 @@ OFFLINE = {"find-links": [str(WHEELHOUSE)], "offline": True}
 
 
 @pytest.fixture(scope="module")
-def replicas(py313: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def replicas(py313: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReplicaExecutor]:
     env = base_env(tmp_path_factory.mktemp("replica-cache"))
     env["PYTHONPATH"] = str(TESTS)
     with LocalReplicaExecutor(py313, flags=OFFLINE, environ=env, grace=1.0) as ex:
