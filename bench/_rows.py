@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from _measure import TIME, Cmd, CommandFailed, paired, paired_rss, run_once
-from _workspace import LAUNCHER, WITH_ARGS, Missing, Workspace
+from _workspace import EXECUTOR_BENCH, LAUNCHER, WHEELHOUSE, WITH_ARGS, Missing, Workspace
 
 from support import imported_modules
 
@@ -33,7 +33,7 @@ class Row:
     a: str
     b: str
     budget: float
-    unit: str = "ratio"  # "ratio": median A/B time; "kib": median peak-RSS delta
+    unit: str = "ratio"  # "ratio": median A/B time; "kib": median peak-RSS delta; "mib": median peak RSS of A
     status: str = "skip"  # "pass" | "fail" | "skip"
     summary: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -55,6 +55,7 @@ class Scale:
     fanout: int = 30  # 16 spawn workers per sample (~1 s)
     herd: int = 5  # a cold build per sample (~2-4 s)
     memory: int = 30
+    executor: int = 100  # 20 round-trips or 64 tasks per sample (a few ms)
 
 
 PASS = "pass"
@@ -260,6 +261,49 @@ def cold_herd(ws: Workspace, scale: Scale, row: Row) -> Row:
     return row.judge()
 
 
+# ------------------------------------------------------------- executor rows
+
+
+def _executor_bench(ws: Workspace, mode: str, pairs: int) -> dict[str, Any]:
+    """Run bench/_executor_bench.py (launcher.Executor vs loky, same interpreter)."""
+    env = dict(ws.base_env(), PYTHONPATH=str(ws.loky()))
+    proc = _output([sys.executable, str(EXECUTOR_BENCH), mode, str(pairs), str(ws.cache), str(WHEELHOUSE)],
+                   env)
+    if proc.returncode != 0:
+        raise CommandFailed(f"{EXECUTOR_BENCH.name} {mode}: {proc.stderr.strip()[-400:]}")
+    return json.loads(proc.stdout)
+
+
+def executor_timed(ws: Workspace, scale: Scale, row: Row, mode: str) -> Row:
+    try:
+        got = _executor_bench(ws, mode, scale.executor)
+    except Missing as exc:
+        row.note = str(exc)
+        return row
+    ratios = [x / y for x, y in zip(got["a"], got["b"], strict=True)]
+    row.summary = {"pairs": len(ratios), "median": statistics.median(ratios), "min": min(ratios),
+                   "max": max(ratios), "a_ms": statistics.median(got["a"]) * 1e3,
+                   "b_ms": statistics.median(got["b"]) * 1e3}
+    row.note = f"checked first: {got['note']}"
+    return row.judge()
+
+
+def executor_rss(ws: Workspace, scale: Scale, row: Row) -> Row:
+    try:
+        got = _executor_bench(ws, "rss", max(3, scale.executor // 20))
+    except Missing as exc:
+        row.note = str(exc)
+        return row
+    a = [k / 1024 for k in got["a_peak"]]
+    row.summary = {"pairs": len(a), "median": statistics.median(a), "min": min(a), "max": max(a),
+                   "a_mib": statistics.median(a), "b_mib": statistics.median(k / 1024 for k in got["b_peak"]),
+                   "before_mib": statistics.median(k / 1024 for k in got["a_before"])}
+    row.note = (f"VmHWM of the driver, reset just before each result; it held "
+                f"{row.summary['before_mib']:.0f} MiB before receiving (Python, launcher, pydantic); "
+                "B is loky receiving the same result, for reference (not judged)")
+    return row.judge()
+
+
 def _built(cache: Path) -> int:
     try:
         lines = (cache / "log" / "installs.jsonl").read_text().splitlines()
@@ -275,6 +319,10 @@ BARE = "bare `python -c pass`"
 
 def _gate(which: str) -> RowFn:
     return lambda ws, scale, row: gate_matched(ws, scale, row, which)
+
+
+def _executor(mode: str) -> RowFn:
+    return lambda ws, scale, row: executor_timed(ws, scale, row, mode)
 
 
 def rows() -> list[tuple[Row, RowFn]]:
@@ -309,6 +357,15 @@ def rows() -> list[tuple[Row, RowFn]]:
              "worker's gate takes the miss path; value: (A - the same herd without the launcher) / B",
              "the same with 1 worker: one cold build", 1.1),
          cold_herd),
+        (Row("executor-latency", "executor: round-trip of `submit(noop)` (3.11, 1 worker)",
+             "`launcher.Executor`: 20 sequential `submit(noop).result()`",
+             "loky's reusable executor, the same", 1.0), _executor("latency")),
+        (Row("executor-fanout", "executor: fan-out of 64 tiny tasks (3.11, 2 workers)",
+             "`launcher.Executor`: submit 64 `noop(i)`, wait for all", "loky's reusable executor, the same",
+             1.0), _executor("fanout")),
+        (Row("executor-rss", "executor: driver peak RSS receiving a 200 MB result (3.11)",
+             "`launcher.Executor`: `submit(big).result()` (spilled, mapped)",
+             "loky's reusable executor, the same", 264, unit="mib"), executor_rss),
     ]
 
 

@@ -14,6 +14,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa: E402,F401
 
+EXECUTOR_BENCH = Path(__file__).resolve().parent / "_executor_bench.py"
+# loky, for the executor rows only: installed into the scratch dir, never a
+# dependency of the project.
+LOKY = "loky==3.7.0"
+
 # What `--with markupsafe` means here: offline, from the shared wheelhouse.
 WITH_ARGS = ["--with", "markupsafe", "--find-links", str(WHEELHOUSE), "--offline"]
 WITH_FLAGS: dict[str, Any] = {"with": ["markupsafe"], "find-links": [str(WHEELHOUSE)], "offline": True}
@@ -121,6 +126,19 @@ class Workspace:
     def version(self, py: str) -> str:
         return subprocess.run([py, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
                               check=True, capture_output=True, text=True).stdout.strip()
+
+    def loky(self) -> Path:
+        """A directory holding loky (from PyPI, with uv), for PYTHONPATH."""
+        target = self.root / "loky"
+        if not (target / "loky").is_dir():
+            from launcher.uvbin import find_uv
+
+            proc = subprocess.run([find_uv(), "pip", "install", "--quiet", "--target", str(target), LOKY],
+                                  capture_output=True, text=True, env=self.base_env())
+            if proc.returncode != 0:
+                raise Missing(f"could not install {LOKY} for the comparison "
+                              f"(uv: {proc.stderr.strip()[-200:]})")
+        return target
 
     # ---------------------------------------------------------- environments
 

@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs and (args.quick or args.only or args.pairs):
         ap.error("--write-docs publishes a full run: drop --quick, --only and --pairs")
 
-    scale = Scale(start=6, fanout=3, herd=2, memory=5) if args.quick else Scale()
+    scale = Scale(start=6, fanout=3, herd=2, memory=5, executor=5) if args.quick else Scale()
     if args.pairs:
-        scale = Scale(start=args.pairs, fanout=scale.fanout, herd=scale.herd, memory=scale.memory)
+        scale = Scale(start=args.pairs, fanout=scale.fanout, herd=scale.herd, memory=scale.memory,
+                      executor=scale.executor)
     selected = [(r, fn) for r, fn in rows() if not args.only or r.id in args.only]
 
     started = time.time()

@@ -61,6 +61,30 @@ def test_error_example_runs(api_env: dict[str, str], tmp_path: Path) -> None:
     assert lines[1].startswith("exit 2: command line: with = ['six>>>1'] is invalid")
 
 
+def executor_example() -> str:
+    (code,) = [b for b in examples() if "launcher.Executor(" in b]
+    return code
+
+
+@pytest.mark.parametrize("which", ["same", "py313t"])
+def test_executor_example_runs(which: str, api_env: dict[str, str], cache_dir: Path, tmp_path: Path,
+                               request: pytest.FixtureRequest) -> None:
+    """The same example on the driver's own Python and on a free-threaded 3.13t."""
+    if which != "same":
+        api_env["WORKER_PYTHON"] = request.getfixturevalue(which)
+    proc = run_example(executor_example(), api_env, tmp_path)
+    lines = proc.stdout.splitlines()
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}" if which == "same" else "3.13"
+    assert lines[0].startswith(f"python {version}."), lines
+    pid, abi, tree = re.fullmatch(r"pid (\d+) abi (\S+) tree (\S+)", lines[1]).groups()  # type: ignore[union-attr]
+    assert abi.startswith("cp311-" if which == "same" else "cp313t-"), abi
+    assert Path(tree).parent == cache_dir / "trees" and Path(tree).name.startswith(abi)
+    assert lines[2:5] == ["six 1.17.0", "map [1024, 9]", "error ValueError RemoteTraceback"]
+    assert lines[5] == ("lambda 42" if which == "same" else "lambda refused: move it into a module")
+    assert lines[6:] == ["rank 0 succeeded ['hello from a replica']",
+                         "rank 1 succeeded ['hello from a replica']"]
+
+
 def test_run_is_prepare(env: dict[str, str], cache_dir: Path, py313: str, tmp_path: Path) -> None:
     """What `launcher run` execs equals what the API returns for the same input."""
     show = "import json, os, sys; print(json.dumps({'argv': sys.orig_argv, 'env': dict(os.environ)}))"

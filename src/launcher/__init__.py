@@ -11,12 +11,13 @@ imports this module.  The Python API is loaded on first use::
 """
 
 __version__ = "0.1.0"
-__all__ = ["Prepared", "prepare", "__version__"]
+__all__ = ["Executor", "Prepared", "prepare", "__version__"]
 
 # Type checkers see the real signatures; at run time `typing` is not even
 # imported (the warm path imports this module).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from launcher.executor import Executor
     from launcher.plan import Prepared, prepare
 
 
@@ -25,4 +26,8 @@ def __getattr__(name: str) -> object:
         from launcher import plan
 
         return getattr(plan, name)
+    if name == "Executor":
+        from launcher.executor import Executor
+
+        return Executor
     raise AttributeError(f"module 'launcher' has no attribute {name!r}")

@@ -1,0 +1,439 @@
+"""`launcher.Executor`: a `concurrent.futures.Executor` whose workers are
+started the way `launcher run python` starts Python, on any interpreter.
+
+One thread per worker slot spawns its worker, hands it one task at a time and
+waits for the reply: a worker is never sent a task it is not reading, and its
+replies are always drained, so nothing deadlocks on a pipe.  The slot thread
+lives as long as the executor because PR_SET_PDEATHSIG fires when the thread
+that forked the worker exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import Executor as _BaseExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from launcher.executor import _protocol as P
+from launcher.executor._pickling import dumps_for
+from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
+
+if TYPE_CHECKING:
+    from launcher.config import Settings
+    from launcher.plan import Prepared
+
+
+# ----------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Who ran a task, as the worker itself reports it."""
+
+    pid: int
+    abi_key: str | None
+    tree: str | None
+    executable: str
+    version: str
+    implementation: str
+
+
+class TaskFuture(Future):
+    """A Future that also says which worker ran (or runs) its task."""
+
+    worker: WorkerInfo | None = None
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback, attached as `__cause__` of a task's exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(Exception):
+    """A task's exception whose type cannot be rebuilt in the driver."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+class WorkerDied(BrokenExecutor):
+    """The worker running a task died; the task is not retried, the worker is replaced."""
+
+
+class WorkerStartError(BrokenExecutor):
+    """Workers cannot be started (no cloudpickle in the runtime, a failing initializer)."""
+
+
+class TaskTimeout(TimeoutError):
+    """A task ran past its `timeout`: its worker was stopped and replaced, the task not retried."""
+
+
+# ------------------------------------------------------------------- pickling
+
+
+def _loads_file(f: Any) -> Any:
+    return pickle.load(f)
+
+
+def _rebuild_error(payload: bytes | bytearray) -> BaseException:
+    info = pickle.loads(payload)
+    exc: BaseException | None = None
+    if info["exc"] is not None:
+        try:
+            exc = pickle.loads(info["exc"])
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(f"{info['module']}.{info['qualname']}", info["message"])
+    exc.__cause__ = RemoteTraceback(info["traceback"])
+    return exc
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "is gone"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+# -------------------------------------------------------------------- workers
+
+
+@dataclass
+class _Task:
+    id: int
+    future: TaskFuture
+    payload: bytes
+    timeout: float | None
+    name: str
+
+
+DONE, GONE, UNSENT = "done", "gone", "unsent"
+
+
+class _Worker:
+    """One worker process and the driver's ends of its two pipes."""
+
+    def __init__(self, cmd: WorkerCommand, spill: Path, init: bytes) -> None:
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                argv_for(cmd, "pool", [to_r, from_w, os.getpid(), spill]), env=cmd.env, cwd=cmd.cwd,
+                pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL)
+        except BaseException:
+            for fd in (to_r, to_w, from_r, from_w):
+                os.close(fd)
+            raise
+        os.close(to_r)
+        os.close(from_w)
+        self.wfd = to_w
+        self.reader = P.FrameReader(from_r)
+        self.spill = spill
+        self.info = self._handshake(init, cmd)
+
+    def _handshake(self, init: bytes, cmd: WorkerCommand) -> WorkerInfo:
+        try:
+            P.write_frame(self.wfd, P.INIT, 0, init)
+            kind, _, payload = self.reader.read()
+        except (P.Closed, BrokenPipeError):
+            self.close(kill=True)
+            raise WorkerStartError(f"the worker ({cmd.interpreter.executable}) "
+                                   f"{_exit_reason(self.proc.returncode)} before it was ready; "
+                                   "its stderr has the reason") from None
+        if kind == P.FATAL:
+            self.close(kill=False)
+            raise WorkerStartError(bytes(payload).decode("utf-8", "replace"))
+        return WorkerInfo(**pickle.loads(payload))
+
+    def run(self, task: _Task) -> str:
+        """Run `task` and settle its future: DONE, or GONE when the worker died
+        or was stopped with it.  UNSENT (future untouched) when the worker had
+        died while idle: the task never reached it, so it may go to another."""
+        spill = self.spill / f"{task.id}.result"
+        if self.proc.poll() is not None:
+            self.close(kill=True)
+            return UNSENT
+        try:
+            P.write_frame(self.wfd, P.TASK, task.id, task.payload)
+        except BrokenPipeError:
+            self.close(kill=True)
+            return UNSENT
+        try:
+            if not self.reader.wait(task.timeout):
+                self.close(kill=True)
+                _unlink(spill)
+                task.future.set_exception(TaskTimeout(
+                    f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
+                    f"(pid {self.info.pid}) was stopped and replaced; the task is not retried"))
+                return GONE
+            kind, _, payload = self.reader.read()
+        except P.Closed:
+            self.close(kill=True)
+            _unlink(spill)
+            task.future.set_exception(WorkerDied(
+                f"the worker (pid {self.info.pid}) running {task.name} "
+                f"{_exit_reason(self.proc.returncode)}; it is replaced, the task is not retried"))
+            return GONE
+        try:
+            if kind == P.OK:
+                value = pickle.loads(payload)
+            elif kind == P.SPILLED:
+                value = P.load_spill(str(spill), _loads_file)
+            else:
+                task.future.set_exception(_rebuild_error(payload))
+                return DONE
+        except Exception as exc:
+            _unlink(spill)
+            err = RuntimeError(f"the result of {task.name} cannot be loaded in the driver: {exc}")
+            err.__cause__ = exc
+            task.future.set_exception(err)
+            return DONE
+        task.future.set_result(value)
+        return DONE
+
+    def close(self, *, kill: bool, grace: float = 5.0) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                P.write_frame(self.wfd, P.EXIT, 0)
+            except OSError:
+                pass
+        for fd in (self.wfd, self.reader.fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _task_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+# ------------------------------------------------------------------- executor
+
+_LIVE: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for ex in list(_LIVE):
+        ex.shutdown(wait=True)
+
+
+class Executor(_BaseExecutor):
+    """Run callables in Python workers started the launcher way.
+
+    ``Executor(python=None, *, max_workers=None, flags=None, settings=None,
+    cwd=None, environ=None, env_policy="inherit", env_allow=(),
+    initializer=None, initargs=(), timeout=None)``: `python` is the workers'
+    interpreter (default: this one); `flags`/`settings`/`cwd`/`environ` are
+    as for `launcher.prepare()`, and cloudpickle is added to the runtime.
+    `env_policy="scrub"` starts workers from an allow-list of variables
+    (plus `env_allow` names and `PREFIX*`es).  `timeout` is the default
+    per-task limit in seconds (see `submit_with`).
+    """
+
+    def __init__(self, python: str | os.PathLike[str] | None = None, *, max_workers: int | None = None,
+                 flags: Mapping[str, Any] | None = None, settings: Settings | None = None,
+                 cwd: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                 env_policy: str = "inherit", env_allow: Iterable[str] = (),
+                 initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
+                 timeout: float | None = None) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.timeout = timeout
+        self.command = worker_command(python, flags=flags, settings=settings, cwd=cwd, environ=environ,
+                                      env_policy=env_policy, env_allow=tuple(env_allow))
+        self._init = self._dumps({"paths": self.command.paths, "initializer": initializer,
+                                  "initargs": tuple(initargs)})
+        self._spill = private_dir(self.command.prepared.layout.root, "spill")
+        self._cv = threading.Condition()
+        self._pending: deque[_Task] = deque()
+        self._ids = itertools.count(1)
+        self._threads: list[threading.Thread] = []
+        self._workers: dict[int, _Worker] = {}
+        self._shutdown = False
+        self._broken: BaseException | None = None
+        _LIVE.add(self)
+
+    # -------------------------------------------------------------- submitting
+
+    @property
+    def prepared(self) -> Prepared:
+        """The `launcher.Prepared` the workers are started with."""
+        return self.command.prepared
+
+    @property
+    def spill_dir(self) -> Path:
+        """This executor's private (0700) directory for spilled results."""
+        return self._spill
+
+    @property
+    def workers(self) -> list[WorkerInfo]:
+        with self._cv:
+            return [w.info for w in self._workers.values()]
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        return self.submit_with(fn, args, kwargs)
+
+    def submit_with(self, fn: Callable[..., Any], args: Iterable[Any] = (),
+                    kwargs: Mapping[str, Any] | None = None, *, timeout: float | None = None) -> TaskFuture:
+        """`submit` with options: `timeout` (seconds) stops the task's worker
+        when it runs longer; the future then raises `TaskTimeout`."""
+        payload = self._dumps((fn, tuple(args), dict(kwargs or {})))
+        future = TaskFuture()
+        task = _Task(next(self._ids), future, payload, self.timeout if timeout is None else timeout,
+                     _task_name(fn))
+        with self._cv:
+            if self._broken is not None:
+                raise WorkerStartError(str(self._broken)) from self._broken
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._pending.append(task)
+            if not self._threads:
+                self._start_slots()
+            self._cv.notify()
+        return future
+
+    def _dumps(self, obj: Any) -> bytes:
+        return dumps_for(self.command, obj)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._cv:
+            self._shutdown = True
+            if cancel_futures:
+                while self._pending:
+                    self._pending.popleft().future.cancel()
+            self._cv.notify_all()
+            threads = list(self._threads)
+        if wait:
+            for t in threads:
+                t.join()
+        if not threads or wait:
+            shutil.rmtree(self._spill, ignore_errors=True)
+        _LIVE.discard(self)
+
+    # ------------------------------------------------------------- worker slots
+
+    def _start_slots(self) -> None:
+        for i in range(self.max_workers):
+            t = threading.Thread(target=self._slot, name=f"launcher-executor-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _next(self) -> _Task | None:
+        with self._cv:
+            while True:
+                if self._broken is not None:
+                    return None
+                while self._pending:
+                    task = self._pending.popleft()
+                    if task.future.set_running_or_notify_cancel():
+                        return task
+                if self._shutdown:
+                    return None
+                self._cv.wait()
+
+    def _spawn(self) -> _Worker | None:
+        try:
+            worker = _Worker(self.command, self._spill, self._init)
+        except BaseException as exc:
+            self._break(exc)
+            return None
+        with self._cv:
+            self._workers[worker.info.pid] = worker
+        return worker
+
+    def _break(self, exc: BaseException) -> None:
+        with self._cv:
+            if self._broken is None:
+                self._broken = exc
+            failed = list(self._pending)
+            self._pending.clear()
+            self._cv.notify_all()
+        for task in failed:
+            if task.future.set_running_or_notify_cancel():
+                task.future.set_exception(WorkerStartError(str(exc)))
+
+    def _slot(self) -> None:
+        worker = self._spawn()
+        try:
+            while worker is not None:
+                task = self._next()
+                if task is None:
+                    break
+                worker = self._run(worker, task)
+                del task  # the result belongs to the caller now, not to this idle thread
+        finally:
+            if worker is not None:
+                with self._cv:
+                    self._workers.pop(worker.info.pid, None)
+                worker.close(kill=False)
+            self._slot_done()
+
+    def _run(self, worker: _Worker, task: _Task) -> _Worker | None:
+        """Run `task` on `worker`; the worker to go on with (a replacement if it died)."""
+        current: _Worker | None = worker
+        for _ in range(2):  # a task that never reached a dead worker goes to its replacement
+            assert current is not None
+            task.future.worker = current.info
+            outcome = current.run(task)
+            if outcome == DONE:
+                return current
+            with self._cv:
+                self._workers.pop(current.info.pid, None)
+            current = self._spawn()
+            if outcome == GONE or current is None:
+                break
+        if outcome == UNSENT:
+            task.future.set_exception(WorkerDied(
+                f"no worker could be started for {task.name}" if current is None else
+                f"two fresh workers died before {task.name} reached them"))
+        return current
+
+    def _slot_done(self) -> None:
+        with self._cv:
+            me = threading.current_thread()
+            alive = [t for t in self._threads if t is not me and t.is_alive()]
+        if not alive and self._shutdown:
+            shutil.rmtree(self._spill, ignore_errors=True)

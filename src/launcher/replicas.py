@@ -1,0 +1,303 @@
+"""Replicas: N processes running one entrypoint, each with its rank.
+
+`ReplicaExecutor` is the backend-neutral contract a scheduler programs
+against (a cluster backend such as Ray or Slurm can implement it);
+`LocalReplicaExecutor` implements it with processes started the launcher way
+(`launcher.prepare()`: runtime tree, gate, preloads) on any interpreter.
+
+Each replica is the leader of its own process group, so `cancel` (and the
+end of a replica) ends everything it started; its stdout and stderr go to a
+log file per rank, which `stream_logs` reads while it runs and after.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from launcher.executor import _protocol as P
+from launcher.executor._pickling import dumps_for
+from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
+
+if TYPE_CHECKING:
+    from launcher.config import Settings
+
+Status = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ReplicaHandle:
+    """One replica of one launch."""
+
+    launch: str
+    rank: int
+
+
+@runtime_checkable
+class ReplicaExecutor(Protocol):
+    """Start N replicas of an entrypoint and follow them."""
+
+    def launch_replicas(self, n_replicas: int, entrypoint: Callable[..., Any] | str,
+                        entrypoint_args: Sequence[Any] = (), *,
+                        timeout: float = 3600) -> list[ReplicaHandle]:
+        """Start the replicas; handles in rank order.  `entrypoint` is a
+        callable or a dotted path ``"pkg.mod.func"``."""
+        ...
+
+    def poll(self, handle: ReplicaHandle) -> Status: ...
+
+    def stream_logs(self, handle: ReplicaHandle, *, n_lines: int = 200) -> list[str]:
+        """The last `n_lines` lines the replica printed (stdout and stderr)."""
+        ...
+
+    def cancel(self, handle: ReplicaHandle) -> None: ...
+
+    def collect(self, handles: Sequence[ReplicaHandle], *,
+                timeout: float | None = None) -> list[dict[str, Any]]:
+        """Wait for the replicas; one dict per rank with at least `rank`,
+        `status`, `exit_code`, `error` and `result`."""
+        ...
+
+
+# ------------------------------------------------------------------ local
+
+
+@dataclass
+class _Replica:
+    rank: int
+    run_dir: Path
+    timeout: float
+    proc: subprocess.Popen[bytes] | None = None
+    status: Status = "pending"
+    exit_code: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    result: Any = None
+    cancelled: bool = False
+    timed_out: bool = False
+    exited: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    lifeline: int | None = None  # our write end of the replica's lifeline pipe
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / f"rank-{self.rank}.log"
+
+    def signal_group(self, sig: int) -> None:
+        # Only while the leader is not reaped: its pid is then still our group id.
+        with self.lock:
+            if self.proc is not None and not self.exited:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+class LocalReplicaExecutor:
+    """`ReplicaExecutor` with local processes started by `launcher.prepare()`.
+
+    ``LocalReplicaExecutor(python=None, *, flags=None, settings=None, cwd=None,
+    environ=None, env_policy="inherit", env_allow=(), rank_env="REPLICA_RANK",
+    world_env="REPLICA_WORLD_SIZE", log_dir=None, grace=3.0)``.  Logs and
+    results live in a private directory (under `log_dir`, default the
+    launcher's cache) that `close()` removes.
+    """
+
+    def __init__(self, python: str | os.PathLike[str] | None = None, *,
+                 flags: Mapping[str, Any] | None = None, settings: Settings | None = None,
+                 cwd: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+                 env_policy: str = "inherit", env_allow: Iterable[str] = (),
+                 rank_env: str = "REPLICA_RANK", world_env: str = "REPLICA_WORLD_SIZE",
+                 log_dir: str | os.PathLike[str] | None = None, grace: float = 3.0) -> None:
+        self.command: WorkerCommand = worker_command(
+            python, flags=flags, settings=settings, cwd=cwd, environ=environ, env_policy=env_policy,
+            env_allow=tuple(env_allow))
+        self.rank_env = rank_env
+        self.world_env = world_env
+        self.grace = grace
+        self._root = Path(log_dir) if log_dir is not None else self.command.prepared.layout.root
+        self._launches: dict[str, list[_Replica]] = {}
+
+    def __enter__(self) -> LocalReplicaExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- launch
+
+    def launch_replicas(self, n_replicas: int, entrypoint: Callable[..., Any] | str,
+                        entrypoint_args: Sequence[Any] = (), *,
+                        timeout: float = 3600) -> list[ReplicaHandle]:
+        if n_replicas < 1:
+            raise ValueError("n_replicas must be at least 1")
+        entry = dumps_for(self.command, {"entrypoint": entrypoint, "args": tuple(entrypoint_args),
+                                         "paths": self.command.paths})
+        run_dir = private_dir(self._root, "replicas")
+        fd = P.open_spill(str(run_dir / "entry.pkl"))
+        try:
+            P._write_all(fd, memoryview(entry))
+        finally:
+            os.close(fd)
+        launch = run_dir.name
+        replicas = [_Replica(rank, run_dir, timeout) for rank in range(n_replicas)]
+        self._launches[launch] = replicas
+        for rep in replicas:
+            rep.thread = threading.Thread(target=self._watch, args=(rep, n_replicas),
+                                          name=f"launcher-replica-{launch}-{rep.rank}", daemon=True)
+            rep.thread.start()
+        return [ReplicaHandle(launch, rep.rank) for rep in replicas]
+
+    def _start(self, rep: _Replica, world: int) -> subprocess.Popen[bytes]:
+        env = dict(self.command.env)
+        env[self.rank_env] = str(rep.rank)
+        env[self.world_env] = str(world)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        log = os.open(rep.log, flags, 0o600)
+        # The lifeline: we keep the write end until the replica is gone; if we
+        # die first the replica sees EOF and kills its whole group.
+        life_r, rep.lifeline = os.pipe()
+        try:
+            return subprocess.Popen(
+                argv_for(self.command, "replica", [os.getpid(), rep.run_dir, rep.rank, life_r]), env=env,
+                cwd=self.command.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(life_r,), start_new_session=True)
+        finally:
+            os.close(log)
+            os.close(life_r)
+
+    def _watch(self, rep: _Replica, world: int) -> None:
+        """Start the replica from this thread (its PR_SET_PDEATHSIG is tied to
+        the thread that forks it), wait for it, then end what it left behind."""
+        try:
+            with rep.lock:
+                if rep.cancelled:
+                    rep.status = "cancelled"
+                    return
+                rep.proc = self._start(rep, world)
+                rep.status = "running"
+            timer = threading.Timer(rep.timeout, self._expire, args=(rep,))
+            timer.daemon = True
+            timer.start()
+            # Wait without reaping, so the group id cannot be reused before the killpg.
+            os.waitid(os.P_PID, rep.proc.pid, os.WEXITED | os.WNOWAIT)
+            timer.cancel()
+            rep.signal_group(signal.SIGKILL)
+            with rep.lock:
+                rep.exit_code = rep.proc.wait()
+                rep.exited = True
+            self._settle(rep)
+        except Exception as exc:
+            rep.status = "failed"
+            rep.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if rep.lifeline is not None:
+                os.close(rep.lifeline)
+                rep.lifeline = None
+            rep.done.set()
+
+    def _expire(self, rep: _Replica) -> None:
+        rep.timed_out = True
+        self._stop(rep)
+
+    def _stop(self, rep: _Replica) -> None:
+        rep.signal_group(signal.SIGTERM)
+        if not rep.done.wait(self.grace):
+            rep.signal_group(signal.SIGKILL)
+
+    def _settle(self, rep: _Replica) -> None:
+        base = rep.run_dir / f"rank-{rep.rank}"
+        if rep.cancelled:
+            rep.status = "cancelled"
+            rep.error = "cancelled"
+        elif rep.exit_code == 0:
+            rep.result = P.load_spill(str(base) + ".result", pickle.load)
+            rep.status = "succeeded"
+            return
+        else:
+            rep.status = "failed"
+        err = base.with_suffix(".error")
+        if err.exists():
+            info = P.load_spill(str(err), pickle.load)
+            rep.error = f"{info['qualname']}: {info['message']}"
+            rep.traceback = info["traceback"]
+        elif rep.timed_out:
+            rep.error = f"timed out after {rep.timeout:g}s"
+        elif rep.error is None:
+            code = rep.exit_code or 0
+            rep.error = (f"killed by {signal.Signals(-code).name}" if code < 0
+                         else f"exited with code {code}")
+
+    # ---------------------------------------------------------------- follow
+
+    def _get(self, handle: ReplicaHandle) -> _Replica:
+        try:
+            return self._launches[handle.launch][handle.rank]
+        except (KeyError, IndexError):
+            raise ValueError(f"unknown replica {handle}") from None
+
+    def poll(self, handle: ReplicaHandle) -> Status:
+        return self._get(handle).status
+
+    def stream_logs(self, handle: ReplicaHandle, *, n_lines: int = 200) -> list[str]:
+        return _tail(self._get(handle).log, n_lines)
+
+    def cancel(self, handle: ReplicaHandle) -> None:
+        """End the replica and every process in its group; returns when they are gone."""
+        rep = self._get(handle)
+        with rep.lock:
+            if rep.exited or rep.done.is_set():
+                return
+            rep.cancelled = True
+        self._stop(rep)
+        rep.done.wait(self.grace + 5)
+
+    def collect(self, handles: Sequence[ReplicaHandle], *,
+                timeout: float | None = None) -> list[dict[str, Any]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for handle in handles:
+            rep = self._get(handle)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not rep.done.wait(left):
+                raise TimeoutError(f"replica rank {rep.rank} is still {rep.status} after {timeout:g}s")
+            out.append({"rank": rep.rank, "status": rep.status, "exit_code": rep.exit_code,
+                        "error": rep.error, "traceback": rep.traceback, "result": rep.result,
+                        "log": str(rep.log), "pid": rep.proc.pid if rep.proc else None})
+        return out
+
+    def close(self) -> None:
+        """Cancel what still runs and remove the logs and results."""
+        for launch, replicas in list(self._launches.items()):
+            for rep in replicas:
+                self.cancel(ReplicaHandle(launch, rep.rank))
+            shutil.rmtree(replicas[0].run_dir, ignore_errors=True)
+        self._launches.clear()
+
+
+def _tail(path: Path, n_lines: int) -> list[str]:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return []
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        size = 0
+        data = b""
+        while end - size > 0 and data.count(b"\n") <= n_lines:
+            size = min(end, size + 65536)
+            f.seek(end - size)
+            data = f.read(size)
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-n_lines:] if n_lines > 0 else []

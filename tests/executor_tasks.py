@@ -1,0 +1,123 @@
+"""Tasks the executor tests send to workers by name: a module of the project,
+importable in every worker (tests put this directory on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+
+def markupsafe_where(text: str) -> dict[str, object]:
+    import markupsafe
+    from markupsafe import _speedups  # the C extension: its file names the ABI it was built for
+
+    return {"escaped": str(markupsafe.escape(text)), "speedups": _speedups.__file__,
+            "pid": os.getpid(), "gil": getattr(sys, "_is_gil_enabled", lambda: True)()}
+
+
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+def unpicklable() -> object:
+    return threading.Lock()
+
+
+def half_spilled(size: int) -> list[object]:
+    return [bytes(size), threading.Lock()]
+
+
+def big(size: int) -> bytes:
+    return b"\x01" * size
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def state() -> dict[str, object]:
+    return {"cwd": os.getcwd(), "path": list(sys.path), "pid": os.getpid()}
+
+
+def wander(where: str) -> str:
+    os.chdir(where)
+    sys.path.insert(0, where)
+    sys.path.append("/nowhere")
+    return os.getcwd()
+
+
+def signals() -> dict[str, object]:
+    return {
+        "int": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        "term": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "hup": signal.getsignal(signal.SIGHUP) == signal.SIG_DFL,
+        "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    }
+
+
+def interrupt_me() -> str:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+    return "not interrupted"
+
+
+def mark_and_sleep(marker: str, seconds: float) -> int:
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+# ------------------------------------------------------------------ replicas
+
+
+def rank_work(scale: int) -> int:
+    rank = int(os.environ["REPLICA_RANK"])
+    print(f"rank {rank} of {os.environ['REPLICA_WORLD_SIZE']} on "
+          f"{sys.version_info[0]}.{sys.version_info[1]}")
+    if rank == 1:
+        raise ValueError(f"rank {rank} refuses")
+    return rank * scale
+
+
+def parent_of_sleeper() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"child {child.pid}")
+    time.sleep(600)
+
+
+def preloads() -> dict[str, object]:
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    return {"jemalloc": "libjemalloc" in maps, "LD_PRELOAD": os.environ.get("LD_PRELOAD")}
+
+
+FLAG: list[str] = []
+
+
+def remember(value: str) -> None:
+    FLAG.append(value)
+
+
+def remembered() -> list[str]:
+    return FLAG
+
+
+class SlowToPickle:
+    """Pickling this takes a minute: a result caught half-way into its spill file."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        time.sleep(60)
+        return (SlowToPickle, ())
+
+
+def half_written(size: int) -> list[object]:
+    return [bytes(size), SlowToPickle()]

@@ -1,0 +1,136 @@
+"""`launcher.replicas`: N ranks of an entrypoint on a real CPython 3.13,
+started the launcher way, each in its own process group with its own log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import executor_tasks as tasks
+from conftest import WHEELHOUSE, base_env
+from launcher.replicas import LocalReplicaExecutor, ReplicaExecutor
+
+TESTS = Path(__file__).resolve().parent
+OFFLINE = {"find-links": [str(WHEELHOUSE)], "offline": True}
+
+
+@pytest.fixture(scope="module")
+def replicas(py313: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReplicaExecutor]:
+    env = base_env(tmp_path_factory.mktemp("replica-cache"))
+    env["PYTHONPATH"] = str(TESTS)
+    with LocalReplicaExecutor(py313, flags=OFFLINE, environ=env, grace=1.0) as ex:
+        yield ex
+
+
+def test_three_ranks_with_one_failing(replicas: LocalReplicaExecutor) -> None:
+    assert isinstance(replicas, ReplicaExecutor)
+    handles = replicas.launch_replicas(3, "executor_tasks.rank_work", (10,))
+    assert [h.rank for h in handles] == [0, 1, 2]
+    assert {replicas.poll(h) for h in handles} <= {"pending", "running", "succeeded", "failed"}
+    out = replicas.collect(handles, timeout=120)
+    assert [r["rank"] for r in out] == [0, 1, 2]
+    assert [r["status"] for r in out] == ["succeeded", "failed", "succeeded"]
+    assert [r["exit_code"] for r in out] == [0, 1, 0]
+    assert out[0]["result"] == 0 and out[2]["result"] == 20 and out[1]["result"] is None
+    assert out[0]["error"] is None and out[1]["error"] == "ValueError: rank 1 refuses"
+    assert "executor_tasks.py" in out[1]["traceback"]
+    assert [replicas.poll(h) for h in handles] == ["succeeded", "failed", "succeeded"]
+    for h in handles:
+        lines = replicas.stream_logs(h)
+        assert lines[0] == f"rank {h.rank} of 3 on 3.13", lines
+    assert replicas.stream_logs(handles[1])[-1] == "ValueError: rank 1 refuses"
+    assert replicas.stream_logs(handles[0], n_lines=0) == []
+
+
+def test_callable_entrypoint(replicas: LocalReplicaExecutor) -> None:
+    """A function of an importable module travels by name to the 3.13 ranks."""
+    (h,) = replicas.launch_replicas(1, tasks.rank_work, (5,))
+    (out,) = replicas.collect([h], timeout=120)
+    assert out["status"] == "succeeded" and out["result"] == 0
+    # A large result comes back through a private file, not a pipe.
+    (h,) = replicas.launch_replicas(1, "builtins.bytes", (64 << 20,))
+    (out,) = replicas.collect([h], timeout=120)
+    assert out["status"] == "succeeded" and len(out["result"]) == 64 << 20
+    assert not Path(out["log"]).with_suffix(".result").exists()
+
+
+def test_cancel_ends_the_replica_and_its_children(replicas: LocalReplicaExecutor) -> None:
+    (h,) = replicas.launch_replicas(1, "executor_tasks.parent_of_sleeper")
+    deadline = time.monotonic() + 60
+    while not replicas.stream_logs(h) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert replicas.poll(h) == "running"
+    child = int(replicas.stream_logs(h)[0].split()[1])
+    leader = psutil.Process(child).ppid()
+    assert psutil.Process(leader).ppid() == psutil.Process().pid
+    replicas.cancel(h)
+    assert replicas.poll(h) == "cancelled"
+    (out,) = replicas.collect([h], timeout=10)
+    assert out["status"] == "cancelled" and out["pid"] == leader
+    # SIGKILL went to the whole group: the child dies too (a zombie until init reaps it).
+    deadline = time.monotonic() + 2
+    while not all(gone(p) for p in (leader, child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(leader) and gone(child)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_timeout_fails_the_replica(replicas: LocalReplicaExecutor) -> None:
+    (h,) = replicas.launch_replicas(1, "executor_tasks.parent_of_sleeper", timeout=1)
+    (out,) = replicas.collect([h], timeout=60)
+    assert out["status"] == "failed"
+    assert out["error"] == "timed out after 1s"
+
+
+REPLICA_DRIVER = """\
+import sys, time
+from launcher.replicas import LocalReplicaExecutor
+
+ex = LocalReplicaExecutor(sys.argv[1], flags={"find-links": [sys.argv[2]], "offline": True})
+(h,) = ex.launch_replicas(1, "helpers.announce_and_sleep")
+while not ex.stream_logs(h):
+    time.sleep(0.05)
+print(ex.stream_logs(h)[0], flush=True)
+time.sleep(120)
+"""
+
+
+def test_sigkill_of_the_driver_ends_its_replicas_and_their_children(py313: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "driver.py").write_text(REPLICA_DRIVER)
+    (tmp_path / "helpers.py").write_text(
+        "import os, subprocess, sys, time\n\n"
+        "def announce_and_sleep():\n"
+        "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "    print(os.getpid(), child.pid)\n"
+        "    time.sleep(120)\n")
+    env = base_env(tmp_path / "cache")
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), py313, str(WHEELHOUSE)],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        replica, child = map(int, driver.stdout.readline().split())
+        assert psutil.Process(replica).ppid() == driver.pid
+        assert os.getpgid(replica) == replica == os.getpgid(child)  # its own process group
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 2
+        while not (gone(replica) and gone(child)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(replica) and gone(child)
+    finally:
+        driver.kill()
+        driver.wait()
