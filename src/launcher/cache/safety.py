@@ -76,7 +76,11 @@ def dir_problem(path: Path, *, code: bool, follow: bool = False, sticky_ok: bool
         return Problem(path, f"cannot be inspected ({exc.strerror or exc})",
                        "set LAUNCHER_CACHE_DIR to a directory you own")
     if stat.S_ISLNK(st.st_mode):
-        return Problem(path, f"is a symlink (to {os.readlink(path)}); launcher never follows links "
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return Problem(path, f"is a symlink (to {target}); launcher never follows links "
                              "inside its cache", f"rm {path} (launcher recreates it as a directory), or set "
                                                  "LAUNCHER_CACHE_DIR to the disk you want")
     if not stat.S_ISDIR(st.st_mode):
