@@ -54,15 +54,15 @@ def try_fast(args: "list[str]") -> None:
         with open(memo_path(cache_root(environ)), "rb") as f:
             memo = marshal.loads(f.read())
         rec = memo.get(key(args, environ, cwd))
-    except (OSError, ValueError, EOFError, TypeError, AttributeError):
-        return
-    if rec is None:
-        return
-    argv, ours, ld_preload, watched = rec
-    for path, sig in watched:
-        if signature(path) != sig:
+        if rec is None:
             return
-    env = execute.child_env(environ, ours, ld_preload)
+        argv, ours, ld_preload, watched = rec
+        for path, sig in watched:
+            if signature(path) != sig:
+                return
+        env = execute.child_env(environ, ours, ld_preload)
+    except Exception:  # a memo we cannot use: the full path decides
+        return
     sys.exit(execute.exec_command(list(argv), env))
 
 
@@ -86,14 +86,18 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
     memo[k] = (tuple(argv), dict(ours), ld_preload, watched)
     while len(memo) > MAX_ENTRIES:
         memo.pop(next(iter(memo)))
+    tmp = f"{path}.{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(marshal.dumps(memo))
         os.replace(tmp, path)
     except OSError:
-        pass
+        # A full or read-only cache: no memo, the next run takes the full path.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     ensure_bytecode()
 
 

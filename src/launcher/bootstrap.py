@@ -36,7 +36,11 @@ def ensure_bootstrap(layout: CacheLayout) -> Path:
     tmp = layout.bootstrap / f".tmp-{gate_digest()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    shutil.copyfile(GATE_SOURCE, tmp / "sitecustomize.py")
+    try:
+        shutil.copyfile(GATE_SOURCE, tmp / "sitecustomize.py")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no temp dir behind
+        raise
     try:
         os.rename(tmp, target)
     except OSError:
