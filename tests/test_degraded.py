@@ -159,7 +159,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*")}
 
 
-def test_read_only_cache_serves_every_command(ro_cache: Path, env: dict[str, str], py311: str) -> None:
+@pytest.mark.parametrize("no_pyc", ["", "1"], ids=["pyc", "PYTHONDONTWRITEBYTECODE"])
+def test_read_only_cache_serves_every_command(no_pyc: str, ro_cache: Path, env: dict[str, str],
+                                              py311: str) -> None:
     env["LAUNCHER_CACHE_DIR"] = str(ro_cache)
     before = snapshot(ro_cache)
     check = "import six, sys; print('payload', 42); sys.exit(3 if '/trees/' in six.__file__ else 9)"
@@ -167,7 +169,7 @@ def test_read_only_cache_serves_every_command(ro_cache: Path, env: dict[str, str
                  ["run", *offline_with("six"), "--record", "--", py311, "-c", check],
                  ["run", "--", py311, "-c", PAYLOAD]):
         for _ in range(2):
-            proc = launcher(*argv, env=dict(env, PYTHONDONTWRITEBYTECODE=""))
+            proc = launcher(*argv, env=dict(env, PYTHONDONTWRITEBYTECODE=no_pyc))
             assert_ran_bare_like(proc, lines=0)
     assert snapshot(ro_cache) == before
 
@@ -287,14 +289,20 @@ def test_ctrl_c_while_waiting_for_another_build(tmp_path: Path, env: dict[str, s
     assert out == "" and "gate error" not in err and "Traceback" not in err, err
 
 
-def test_system_exit_in_a_chained_sitecustomize_is_not_swallowed(tmp_path: Path, env: dict[str, str],
-                                                                 py311: str) -> None:
-    user = tmp_path / "user"
-    user.mkdir()
-    (user / "sitecustomize.py").write_text("raise SystemExit(5)\n", encoding="utf-8")
-    env = dict(env, PYTHONPATH=str(user))
-    bare = subprocess.run([py311, "-c", "print('ran')"], env=env, capture_output=True, text=True)
-    launched = launcher("run", "--", py311, "-c", "print('ran')", env=env)
+def test_system_exit_in_a_chained_sitecustomize_is_not_swallowed(tmp_path: Path, env: dict[str, str]) -> None:
+    """A venv's own sitecustomize that exits: the launched run ends as the
+    bare one does (CPython makes it a fatal start-up error), it does not
+    carry on as if nothing happened."""
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+                   check=True)
+    (site,) = venv.glob("lib/python3*/site-packages")
+    (site / "sitecustomize.py").write_text("raise SystemExit(5)\n", encoding="utf-8")
+    py = str(venv / "bin" / "python")
+    bare = subprocess.run([py, "-c", "print('ran')"], env=env, capture_output=True, text=True)
+    launched = launcher("run", "--", py, "-c", "print('ran')", env=env)
     assert launched.returncode == bare.returncode != 0
     assert launched.stdout == bare.stdout == ""
     assert "gate error" not in launched.stderr
