@@ -7,7 +7,6 @@ mounts (CI runs as root); elsewhere these tests say what they need."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,8 +254,8 @@ def _spec_hash(*reqs: str) -> str:
 def _abi_key(python: str) -> str:
     from launcher.bootstrap import GATE_SOURCE
 
-    code = ("import importlib.util as u; s = u.spec_from_file_location('g', %r); m = u.module_from_spec(s); "
-            "s.loader.exec_module(m); print(m.abi_key())" % str(GATE_SOURCE))
+    code = (f"import importlib.util as u; s = u.spec_from_file_location('g', {str(GATE_SOURCE)!r}); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.abi_key())")
     return subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 

@@ -102,18 +102,26 @@ def test_a_new_invalid_config_is_reported(project: Path, env: dict[str, str], py
     assert runs.read_text(encoding="utf-8") == "xx"  # the command did not run
 
 
-def test_memo_watches_every_place_discovery_looked(project: Path, env: dict[str, str], py311: str) -> None:
-    """White-box companion of the tests above: the paths themselves, up to /."""
-    import marshal
+def test_watch_holds_every_place_discovery_looked(project: Path, env: dict[str, str], py311: str) -> None:
+    """White-box companion of the tests above: `Prepared.watch` (what the
+    memo re-checks) names each candidate up to /, present or not."""
+    import launcher
 
-    warm(project, env, py311)
-    (memo_file,) = (Path(env["LAUNCHER_CACHE_DIR"]) / "memo").iterdir()
-    memo = marshal.loads(memo_file.read_bytes())
-    watched = {p for rec in memo.values() for p, _sig in rec[3]}
+    req = project / "req.txt"
+    inc = project / "inc" / "more.txt"
+    inc.parent.mkdir()
+    req.write_text("-r inc/more.txt\n", encoding="utf-8")
+    inc.write_text("-c ../con.txt\n", encoding="utf-8")
+    (project / "con.txt").write_text("six<2\n", encoding="utf-8")
+    (project.parent / "pyproject.toml").write_text('[project]\nname = "x"\n', encoding="utf-8")
+    prepared = launcher.prepare([py311, "-c", "pass"], flags={"with-requirements": ["req.txt"]},
+                                cwd=project, environ=env)
+    watched = set(prepared.watch)
     d = project.resolve()
     while True:
         assert str(d / "launcher.toml") in watched and str(d / "pyproject.toml") in watched, d
         if d.parent == d:
             break
         d = d.parent
+    assert {str(req), str(inc), str(project / "inc" / ".." / "con.txt")} <= watched
     assert not os.path.exists(project / "launcher.toml")  # watched while absent

@@ -187,7 +187,7 @@ def prepare(
             watch.extend(str(pi.tree / f.path) for f in manifest.files)
         prepared_interps.append(pi)
 
-    ours = _our_variables(boot, layout, spec, settings, libs, shim_dir)
+    ours = _our_variables(boot, layout, spec, settings, libs, shim_dir, record=settings.record and store.writable)
     failed = [pi.interpreter.abi_key for pi in prepared_interps if pi.state == "failed"]
     if failed:
         # The gate of those interpreters stays quiet: one failure, one line.
@@ -296,7 +296,7 @@ def _ensure_tree(layout: CacheLayout, interp: Interpreter, spec: Spec, settings:
 
 
 def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings: Settings,
-                   libs: list[Any], shim_dir: Path | None) -> dict[str, str]:
+                   libs: list[Any], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
     ours = {
         "LAUNCHER_BOOTSTRAP": str(boot),
         "LAUNCHER_CACHE_DIR": str(layout.root),
@@ -307,7 +307,7 @@ def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings:
         ours["LAUNCHER_SPEC"] = spec.hash
     if settings.with_priority != "last":
         ours["LAUNCHER_PRIORITY"] = settings.with_priority
-    if settings.record:
+    if record:  # not into a read-only cache
         ours["LAUNCHER_RECORD"] = "1"
     if libs:
         ours["LAUNCHER_PRELOAD_LIBS"] = ":".join(lib.path for lib in libs)

@@ -193,7 +193,7 @@ def _build_now(env, key, tree, exe):
         _say("runtime for %s is unavailable: its build failed %ds ago (%s); continuing without it. "
              "Run 'launcher doctor' for details." % (key, age, _failure_reason(failed)))
         return "failed-recently"
-    if not os.access(cache + "/trees", os.W_OK):
+    if not os.access(cache, os.W_OK):
         # A read-only cache (a prewarmed CI image) serves what it has; asking
         # the launcher to build would only fail more slowly.
         _say("runtime for %s is not in the cache %s, which is read-only; continuing without it. "
