@@ -192,6 +192,7 @@ def test_read_only_cache_missing_tree_costs_one_line(ro_cache: Path, env: dict[s
 
 @pytest.mark.parametrize("with_", [[], ["six"]], ids=["bare", "with"])
 def test_closed_stderr(with_: list[str], env: dict[str, str], py311: str) -> None:
+    env.pop("PYTHONUNBUFFERED", None)
     args = " ".join(q(a) for a in offline_with(*with_)) if with_ else ""
     for _ in range(2):  # the full path, then the warm one
         proc = sh(f"exec 2>&-; exec {q(LAUNCHER)} run {args} -- {q(py311)} -c "
@@ -206,9 +207,13 @@ def test_closed_stdout(env: dict[str, str], py311: str) -> None:
         assert (proc.returncode, proc.stderr) == (3, "payload True\n"), proc
 
 
-def test_stderr_is_dev_full(env: dict[str, str], py311: str, py313: str) -> None:
+@pytest.mark.parametrize("unbuffered", ["1", None], ids=["PYTHONUNBUFFERED", "buffered"])
+def test_stderr_is_dev_full(unbuffered: str | None, env: dict[str, str], py311: str, py313: str) -> None:
     """The gate's one line cannot be written: the exit code stays the program's
     (a buffered write left behind would make it 120)."""
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     for cmd in ([py311, "-c", PAYLOAD],  # launcher line (failed build) to /dev/full
                 ["sh", "-c", f"exec {q(py313)} -c {q(PAYLOAD)}"]):  # the gate's line
         for _ in range(2):
@@ -345,7 +350,8 @@ def test_clean_under_warnings_as_errors(env: dict[str, str], cache_dir: Path, py
                     ["sh", "-c", f"exec {q(py313)} -c {q(show)}"]):
             proc = launcher("run", *offline_with("six"), "--record", "--", *cmd, env=env)
             assert (proc.returncode, proc.stdout, proc.stderr) == (0, "six from tree\n", "")
-    for argv in (["config"], ["cache", "list"], ["cache", "info"], ["doctor", "--python", py313]):
+    for argv in (["config"], ["cache", "list"], ["cache", "info"], ["doctor", "--python", py313],
+                 ["prewarm", "--python", py313, *offline_with("six")], ["doctor", "--", py311, "-c", "pass"]):
         proc = launcher(*argv, env=env)
         assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr, (argv, proc.stderr)
 
