@@ -120,7 +120,8 @@ def prepare(
     boot = store.bootstrap()
     if boot is None:
         msg = (f"cannot write the launcher's cache {layout.root} ({store.problem}); the command runs "
-               "without the launcher (no runtime packages, no preloads). Free space or set LAUNCHER_CACHE_DIR.")
+               "without the launcher (no runtime packages, no preloads). Make it writable (free space), "
+               "or set LAUNCHER_CACHE_DIR.")
         say(msg)
         return Prepared(argv=list(command), env=dict(environ), settings=settings, spec=spec, layout=layout,
                         bootstrap=layout.bootstrap, target=target, warnings=[msg], cache_writable=False)
