@@ -44,7 +44,11 @@ class Spec:
         return hashlib.sha256(raw).hexdigest()[:12]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        # `files` is where this run read it from: saving it would rewrite the
+        # shared spec file (and void other projects' memos) for nothing.
+        doc = asdict(self)
+        del doc["files"]
+        return json.dumps(doc, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
@@ -56,7 +60,6 @@ class Spec:
             offline=bool(data.get("offline", False)),
             sources=tuple(data.get("sources", ())),
             constraints=tuple(data.get("constraints", ())),
-            files=tuple(data.get("files", ())),
         )
 
     def save(self, layout: CacheLayout) -> Path:
