@@ -239,9 +239,9 @@ class _Store:
         self.problem: str | None = None if self.writable else "read-only"
 
     def write(self, fn: Any, *args: Any) -> Any:
-        """fn(*args), or None when the cache cannot take it."""
-        if not self.writable:
-            return None
+        """fn(*args), or None when the cache cannot take it.  Tried even on a
+        read-only cache: these writers first read, and write nothing when the
+        cache already holds what they would write (a prewarmed spec or shim)."""
         try:
             return fn(*args)
         except OSError as exc:
