@@ -200,6 +200,13 @@ def test_closed_stderr(with_: list[str], env: dict[str, str], py311: str) -> Non
         assert (proc.returncode, proc.stdout) == (3, "payload 42 True\n"), proc
 
 
+def test_closed_stdin(env: dict[str, str], py311: str) -> None:
+    for _ in range(2):
+        proc = sh(f"exec <&-; exec {q(LAUNCHER)} run {' '.join(offline_with('six'))} -- {q(py311)} -c "
+                  + q("import sys, six; print('payload', 42, sys.stdin is None); sys.exit(3)"), env)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (3, "payload 42 True\n", ""), proc
+
+
 def test_closed_stdout(env: dict[str, str], py311: str) -> None:
     for _ in range(2):
         proc = sh(f"exec >&-; exec {q(LAUNCHER)} run {' '.join(offline_with('six'))} -- {q(py311)} -c "
