@@ -78,11 +78,10 @@ def full_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(fs: Path) -> None:
-    with open(fs / "filler", "wb") as f:
+    with open(fs / "filler", "wb", buffering=0) as f:  # unbuffered: nothing left for close()
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     with pytest.raises(OSError):
@@ -130,6 +129,26 @@ def test_full_disk_gate_build_in_a_worker(full_fs: Path, env: dict[str, str], py
     proc = launcher("run", *offline_with("six"), "--", "sh", "-c", f"exec {q(py313)} -c {q(PAYLOAD)}", env=env)
     assert_ran_bare_like(proc, lines=1)
     assert "cp313" in proc.stderr
+    assert leftovers(full_fs / "cache") == []
+
+
+def test_full_disk_preload_shims(full_fs: Path, env: dict[str, str], py311: str) -> None:
+    """No room for the preload shims: one line, no preloads, and no gate
+    re-exec that would fail to write one too and say so again."""
+    from launcher import preload
+    from launcher.errors import UsageError
+
+    try:
+        preload.resolve_one("jemalloc")
+    except UsageError:
+        missing("jemalloc is not installed: apt-get install libjemalloc2 (.ci/run installs it)")
+    env["LAUNCHER_CACHE_DIR"] = str(full_fs / "cache")
+    launcher("run", "--", py311, "-c", "pass", env=env, check=True)  # the gate is in place
+    fill(full_fs)
+    child = "import subprocess; subprocess.run(['python3', '-c', 'pass']); " + PAYLOAD
+    proc = launcher("run", "--preload", "jemalloc", "--", py311, "-c", child, env=env)
+    assert_ran_bare_like(proc, lines=1)
+    assert "preload" in proc.stderr
     assert leftovers(full_fs / "cache") == []
 
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +156,8 @@ def prepare(
         warnings.append(msg)
         say(msg)
 
+    shims_missing = False
+
     for path in dict.fromkeys(wanted):
         interp = probe(path, layout, compile_gate=gate if store.writable else None, save=store.writable)
         watch.append(path)
@@ -165,8 +167,7 @@ def prepare(
 
             shim = store.write(write_shim, str(shim_dir), interp.executable, [lib.path for lib in libs])
             if shim is None:
-                warn(f"cannot write the preload shim for {interp.executable} in {shim_dir} ({store.problem}); "
-                     "its preloads load only where the gate can re-exec it")
+                shims_missing = True
             else:
                 watch.append(shim)
         if spec is None:
@@ -188,6 +189,13 @@ def prepare(
             watch.extend(str(pi.tree / f.path) for f in manifest.files)
         prepared_interps.append(pi)
 
+    if shims_missing:
+        # Without its shim an interpreter's gate would re-exec, fail to write
+        # one too and say so again: this run has no preloads, said once.
+        warn(f"cannot write the preload shims in {shim_dir} ({store.problem}); the command runs "
+             "without its preloads")
+        libs, shim_dir = [], None
+        prepared_interps = [replace(pi, shim=None) for pi in prepared_interps]
     ours = _our_variables(boot, layout, spec, settings, libs, shim_dir, record=settings.record and store.writable)
     failed = [pi.interpreter.abi_key for pi in prepared_interps if pi.state == "failed"]
     if failed:
