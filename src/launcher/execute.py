@@ -72,18 +72,21 @@ def guard_stdio() -> None:
     run; meanwhile no file the launcher opens can land on fd 1 or 2, and
     writes to sys.stdout / sys.stderr go nowhere instead of failing.
     """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            # The lowest free fd is `fd` itself: the lower ones are open by now.
-            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-            if null != fd:  # pragma: no cover - only if a lower fd closed meanwhile
-                os.dup2(null, fd, inheritable=False)
-                os.close(null)
-    for name in ("stdout", "stderr"):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    try:
+        for fd in (0, 1, 2):
+            try:
+                os.fstat(fd)
+            except OSError:
+                # The lowest free fd is `fd` itself: the lower ones are open by now.
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                if null != fd:  # pragma: no cover - only if a lower fd closed meanwhile
+                    os.dup2(null, fd, inheritable=False)
+                    os.close(null)
+        for name in ("stdout", "stderr"):
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    except OSError:
+        pass  # no /dev/null (a bare chroot): carry on, every write of ours tolerates it
 
 
 def exec_command(argv: list[str], env: dict[str, str]) -> int:
