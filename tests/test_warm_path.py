@@ -125,3 +125,24 @@ def test_watch_holds_every_place_discovery_looked(project: Path, env: dict[str, 
         d = d.parent
     assert {str(req), str(inc), str(project / "inc" / ".." / "con.txt")} <= watched
     assert not os.path.exists(project / "launcher.toml")  # watched while absent
+
+
+def test_a_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str], cache_dir: Path,
+                                            py311: str, py313: str) -> None:
+    """`launcher run -- python3`: a python3 that appears in an earlier PATH
+    entry is what the command will run, so the plan must be made for it
+    (prepared before exec, as a cold run would), not left to the gate."""
+    from conftest import installs, offline_with
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / "python3").symlink_to(py311)
+    env["PATH"] = f"{first}{os.pathsep}{second}{os.pathsep}{env['PATH']}"
+    argv = ["run", *offline_with("six"), "--", "python3", "-c", "import six, sys; print(sys.version_info[:2])"]
+    for _ in range(2):
+        assert launcher(*argv, env=env, check=True).stdout == "(3, 11)\n"
+    (first / "python3").symlink_to(py313)
+    assert launcher(*argv, env=env, check=True).stdout == "(3, 13)\n"
+    (built,) = [r for r in installs(cache_dir) if r["abi_key"].startswith("cp313-")]
+    assert built["requested_by"] == "launcher", built

@@ -138,6 +138,9 @@ def prepare(
     if resolved.config_file is not None and resolved.config_file not in resolved.examined:
         watch.append(str(resolved.config_file))
     watch.extend(str(p) for p in req_files.files)
+    if target is not None:
+        watch.extend(target.looked)  # a `python3` appearing earlier on PATH
+    watch.extend(lib.path for lib in libs)  # a preload library removed or replaced
     if spec is not None:
         store.write(spec.save, layout)
         watch.append(str(layout.spec_file(spec.hash)))
