@@ -9,6 +9,9 @@ def main() -> None:
         from launcher import _fastrun
 
         _fastrun.try_fast(args)
+    from launcher.execute import guard_stdio
+
+    guard_stdio()
     from launcher.cli import main as cli_main
 
     cli_main(args)

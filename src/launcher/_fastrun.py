@@ -133,9 +133,9 @@ def try_fast(args: "list[str]") -> None:
         for tree, digest in trees:
             if tree_digest(tree) != digest:
                 return
-    except (OSError, ValueError, EOFError, TypeError, AttributeError):
+        env = execute.child_env(environ, ours, ld_preload)
+    except Exception:  # a memo we cannot use: the full path decides
         return
-    env = execute.child_env(environ, ours, ld_preload)
     sys.exit(execute.exec_command(list(argv), env))
 
 
@@ -169,12 +169,20 @@ def _write(path: str, data: bytes) -> None:
     import time
 
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
-    now = time.time_ns()
-    os.utime(tmp, ns=(now, now))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
+        now = time.time_ns()
+        os.utime(tmp, ns=(now, now))
+        os.replace(tmp, path)
+    except OSError:
+        # A full or read-only cache: no memo, the next run takes the full path.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _evict(memo: str) -> None:

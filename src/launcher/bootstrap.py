@@ -36,7 +36,11 @@ def ensure_bootstrap(layout: CacheLayout) -> Path:
     tmp = layout.bootstrap / f".tmp-{gate_digest()}-{os.getpid()}"
     safety.remove(tmp)
     tmp.mkdir(mode=0o700)
-    shutil.copyfile(GATE_SOURCE, tmp / "sitecustomize.py")
+    try:
+        shutil.copyfile(GATE_SOURCE, tmp / "sitecustomize.py")
+    except BaseException:
+        safety.remove(tmp)  # a full disk leaves no temp dir behind
+        raise
     try:
         os.rename(tmp, target)
     except OSError:

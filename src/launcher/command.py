@@ -7,6 +7,7 @@ script): then the gate repairs in-process, inside the real worker.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -25,6 +26,9 @@ class CommandTarget:
     interpreter: str | None
     flags: tuple[str, ...]
     note: str
+    # Every path the PATH lookups (argv[0], an `env python3` shebang) tried
+    # before their hit: one appearing there changes the answer.
+    looked: tuple[str, ...] = ()
 
     @property
     def bypasses_gate(self) -> tuple[str, ...]:
@@ -65,7 +69,26 @@ def _python_flags(args: list[str]) -> tuple[str, ...]:
     return tuple(flags)
 
 
+def path_candidates(name: str, path: str | None, found: str | None) -> tuple[str, ...]:
+    """Where a PATH lookup of `name` looked, up to and including `found`."""
+    if "/" in name:
+        return ()
+    out = []
+    for d in (path if path is not None else os.defpath).split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        out.append(os.path.abspath(cand))
+        if cand == found:
+            break
+    return tuple(out)
+
+
 def analyse(argv: list[str], path: str | None) -> CommandTarget:
+    target = _analyse(argv, path)
+    looked = path_candidates(argv[0], path, which(argv[0], path))
+    return dataclasses.replace(target, looked=looked + target.looked)
+
+
+def _analyse(argv: list[str], path: str | None) -> CommandTarget:
     argv0 = argv[0]
     resolved = which(argv0, path)
     if resolved is None:
@@ -81,14 +104,17 @@ def analyse(argv: list[str], path: str | None) -> CommandTarget:
     if shebang:
         interp = shebang[0]
         rest = shebang[1:]
+        looked: tuple[str, ...] = ()
         if os.path.basename(interp) == "env":
             rest = [a for a in rest if a != "-S"]
             if rest:
-                interp = which(rest[0], path) or rest[0]
+                found = which(rest[0], path)
+                looked = path_candidates(rest[0], path, found)
+                interp = found or rest[0]
                 rest = rest[1:]
         if looks_like_python(interp):
             return CommandTarget(argv0, resolved, "script", os.path.abspath(interp), tuple(rest),
-                                 f"its shebang names {interp}")
+                                 f"its shebang names {interp}", looked)
         return CommandTarget(argv0, resolved, "opaque", None, (),
                              f"a {os.path.basename(interp)} script: the launcher cannot see which "
                              "interpreters it starts; the gate prepares each one in-process")

@@ -27,7 +27,7 @@ def write_all(directory: Path) -> list[Path]:
     out = []
     for shell, name in SHELLS.items():
         path = directory / name
-        path.write_text(script(shell))
+        path.write_text(script(shell), encoding="utf-8")
         out.append(path)
     return out
 

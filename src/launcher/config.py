@@ -50,6 +50,26 @@ class Settings(BaseModel):
                 raise ValueError(f"invalid requirement {r!r}: {str(exc).splitlines()[0]}") from None
         return v
 
+    @field_validator("index_url")
+    @classmethod
+    def _index_url_is_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.path) \
+                or (parts.scheme != "file" and not parts.netloc) or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} is not an http(s):// or file:// URL")
+        return v
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir_fits_pythonpath(cls, v: str | None) -> str | None:
+        if v is not None and os.pathsep in v:
+            raise ValueError(f"it contains {os.pathsep!r}, which PYTHONPATH cannot carry")
+        return v
+
 
 KEYS: dict[str, str] = {
     (f.alias or name): name for name, f in Settings.model_fields.items()
@@ -65,6 +85,9 @@ class Resolved:
     settings: Settings
     sources: dict[str, str] = field(default_factory=dict)
     config_file: Path | None = None
+    # Every file discovery looked at, found or not: one appearing (or
+    # changing) changes the answer, so the warm path re-checks them all.
+    examined: list[Path] = field(default_factory=list)
 
 
 def find_config_file(start: Path) -> tuple[Path | None, list[Path]]:
@@ -85,9 +108,24 @@ def find_config_file(start: Path) -> tuple[Path | None, list[Path]]:
 
 def _has_tool_launcher(p: Path) -> bool:
     try:
-        return "[tool.launcher" in p.read_text(errors="replace")
+        return "[tool.launcher" in p.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+
+
+def _read_text(p: Path) -> str:
+    """A config file's text: TOML is UTF-8, and anything else is the user's
+    to fix (a Latin-1 comment included), not a traceback."""
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read: {exc.strerror or exc}", fix="check the file's permissions") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise UsageError(f"{p}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})",
+                         fix="save the file as UTF-8, as TOML requires") from None
 
 
 def _read_file(p: Path) -> dict[str, Any]:
@@ -95,9 +133,10 @@ def _read_file(p: Path) -> dict[str, Any]:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
+    text = _read_text(p)
     try:
-        data = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{p}: cannot parse: {exc}", fix="fix the TOML syntax") from None
     if p.name == "pyproject.toml":
         data = data.get("tool", {}).get("launcher", {})
@@ -134,8 +173,11 @@ def resolve(
     """Merge defaults < file < env < flags, validating each layer with its source named."""
     environ = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
+    examined: list[Path] = []
     if config_file is None:
-        config_file, _ = find_config_file(cwd)
+        config_file, examined = find_config_file(cwd)
+    else:
+        examined = [config_file]
     merged: dict[str, Any] = {}
     sources = {k: "default" for k in KEYS}
     layers: list[tuple[str, dict[str, Any]]] = []
@@ -157,7 +199,7 @@ def resolve(
         settings = Settings.model_validate(merged)
     except ValidationError as exc:  # pragma: no cover - each layer was validated above
         raise UsageError(str(exc)) from None
-    return Resolved(settings=settings, sources=sources, config_file=config_file)
+    return Resolved(settings=settings, sources=sources, config_file=config_file, examined=examined)
 
 
 def _relative_to(base: Path, value: Any) -> Any:
@@ -214,4 +256,5 @@ def _allowed(key: str) -> str:
         return "a list of strings"
     return {"offline": "true or false", "record": "true or false",
             "lock-timeout": "a number of seconds > 0", "failure-ttl": "a number of seconds >= 0",
-            "index-url": "a URL", "cache-dir": "a directory path"}.get(key, "")
+            "index-url": "a URL such as https://pypi.org/simple",
+            "cache-dir": f"a directory path without {os.pathsep!r}"}.get(key, "")

@@ -17,7 +17,7 @@ OURS = (
     "LAUNCHER_BOOTSTRAP", "LAUNCHER_CACHE_DIR", "LAUNCHER_SPEC", "LAUNCHER_PRIORITY",
     "LAUNCHER_SELF_PYTHON", "LAUNCHER_SHIM_DIR", "LAUNCHER_PRELOAD_LIBS",
     "LAUNCHER_PRELOAD_SCOPE", "LAUNCHER_PRELOAD_MISSING", "LAUNCHER_FAILURE_TTL",
-    "LAUNCHER_RECORD", "LAUNCHER_VERBOSE",
+    "LAUNCHER_RECORD", "LAUNCHER_VERBOSE", "LAUNCHER_REPORTED",
     # per-process marks of an outer launch's shim and re-exec
     "LAUNCHER_SHIM", "LAUNCHER_SHIM_PID", "LAUNCHER_ORIG_LD_PRELOAD", "LAUNCHER_REEXEC_PID",
 )
@@ -57,17 +57,46 @@ def child_env(environ: "dict[str, str] | os._Environ[str]", ours: dict[str, str]
 
 
 def say(message: str) -> None:
-    sys.stderr.write(f"launcher: {message}\n")
-    sys.stderr.flush()
+    """One line with one os.write to fd 2: stderr may be closed (`2>&-`) or
+    broken (/dev/full), and neither may stop the command from running."""
+    try:
+        os.write(2, f"launcher: {message}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def guard_stdio() -> None:
+    """Hold closed stdio fds (`>&-`, `2>&-`) with /dev/null until exec.
+
+    Close-on-exec, so the command still starts with them closed, as in a bare
+    run; meanwhile no file the launcher opens can land on fd 1 or 2, and
+    writes to sys.stdout / sys.stderr go nowhere instead of failing.
+    """
+    try:
+        for fd in (0, 1, 2):
+            try:
+                os.fstat(fd)
+            except OSError:
+                # The lowest free fd is `fd` itself: the lower ones are open by now.
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                if null != fd:  # pragma: no cover - only if a lower fd closed meanwhile
+                    os.dup2(null, fd, inheritable=False)
+                    os.close(null)
+        for name in ("stdout", "stderr"):
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    except OSError:
+        pass  # no /dev/null (a bare chroot): carry on, every write of ours tolerates it
 
 
 def exec_command(argv: list[str], env: dict[str, str]) -> int:
     """Replace this process with `argv`; return an exit code only on failure."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    for stream in (sys.stdout, sys.stderr):  # None when the caller closed it
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:

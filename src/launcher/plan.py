@@ -12,18 +12,21 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher import execute
 from launcher.bootstrap import ensure_bootstrap
 from launcher.cache import CacheLayout, default_cache_dir
 from launcher.command import CommandTarget, analyse
 from launcher.config import Resolved, Settings, resolve
-from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound
+from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, probe
-from launcher.spec import Spec, build_spec
+from launcher.spec import Spec, build_spec, read_requirement_files
+
+if TYPE_CHECKING:
+    from launcher.tree import Manifest
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class Prepared:
     watch_trees: list[str] = field(default_factory=list)
     ours: dict[str, str] = field(default_factory=dict)
     ld_preload: str | None = None
+    # False when the cache could not take a write (read-only, full): nothing
+    # more is written for this run (no memo).
+    cache_writable: bool = True
 
     @property
     def run_id(self) -> str:
@@ -84,6 +90,10 @@ def prepare(
     `flags` are settings given explicitly (keys as in config files, e.g.
     ``{"with": ["markupsafe"], "offline": True}``) and win over the
     environment and the project file; or pass a ready `settings`.
+
+    A cache that cannot be written (read-only, full, over quota) never stops
+    the command: what it holds is used, what is missing costs one line in
+    `warnings` (also passed to `say`), and the command runs without it.
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -95,23 +105,12 @@ def prepare(
         resolved = Resolved(settings=settings)
     say = say or (lambda msg: None)
 
-    cache_root = Path(settings.cache_dir).expanduser() if settings.cache_dir else (
-        Path(environ["LAUNCHER_CACHE_DIR"]).expanduser() if environ.get("LAUNCHER_CACHE_DIR")
-        else default_cache_dir())
-    layout = CacheLayout(cache_root.absolute())
-    spec = build_spec(settings.with_, [workdir / p for p in settings.with_requirements],
+    layout = CacheLayout(_cache_root(settings, environ))
+    req_files = read_requirement_files([workdir / p for p in settings.with_requirements])
+    spec = build_spec(settings.with_, req_files,
                       [str(workdir / p) if "://" not in p else p for p in settings.find_links],
                       settings.index_url, settings.offline)
-
-    argv = list(command)
-    target = None
-    if argv:
-        target = analyse(argv, environ.get("PATH"))
-        if target.resolved is None:
-            raise CommandNotFound(f"command not found: {argv[0]}")
-        if os.path.isdir(target.resolved) or not os.access(target.resolved, os.X_OK):
-            raise CommandNotExecutable(f"permission denied: {argv[0]} is not executable")
-
+    target = _check_command(list(command), environ)
     # Preload libraries are checked before anything is built or run.
     libs = []
     if settings.preload:
@@ -123,13 +122,22 @@ def prepare(
     shim_dir = None
     if libs and settings.preload_scope == "python":
         shim_dir = layout.shims / _preload_digest([lib.path for lib in libs])
-    # Refuse (exit 2) before anything runs unless the cache is safe to run code from.
+    # Refuse (exit 2) before anything runs unless the cache is safe to run
+    # code from -- a read-only one included, which is never written below.
     from launcher.bootstrap import bootstrap_dir
+    from launcher.cache import safety
 
-    layout.ensure(extra=(bootstrap_dir(layout),) + ((shim_dir,) if shim_dir is not None else ()))
-    if shim_dir is not None:
-        shim_dir.parent.mkdir(exist_ok=True, mode=0o700)  # only when preloads need shims
-    boot = ensure_bootstrap(layout)
+    code_dirs = (bootstrap_dir(layout),) + ((shim_dir,) if shim_dir is not None else ())
+    safety.check(layout, extra=code_dirs)
+    store = _Store(layout, code_dirs)
+    boot = store.bootstrap()
+    if boot is None:
+        msg = (f"cannot write the launcher's cache {layout.root} ({store.problem}); the command runs "
+               "without the launcher (no runtime packages, no preloads). Make it writable (free space), "
+               "or set LAUNCHER_CACHE_DIR.")
+        say(msg)
+        return Prepared(argv=list(command), env=dict(environ), settings=settings, spec=spec, layout=layout,
+                        bootstrap=layout.bootstrap, target=target, warnings=[msg], cache_writable=False)
     gate = str(boot / "sitecustomize.py")
     # The launcher's own files too: after an upgrade (or an edit of an
     # editable install) the warm path must not reuse a plan from the old one.
@@ -137,10 +145,17 @@ def prepare(
     from launcher.bootstrap import GATE_SOURCE
 
     watch = [gate, str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
-    if resolved.config_file is not None:
+    # Every place config discovery looked (found or not) and every
+    # requirements file read: an edit, or a file appearing, changes the plan.
+    watch.extend(str(p) for p in resolved.examined)
+    if resolved.config_file is not None and resolved.config_file not in resolved.examined:
         watch.append(str(resolved.config_file))
+    watch.extend(str(p) for p in req_files.files)
+    if target is not None:
+        watch.extend(target.looked)  # a `python3` appearing earlier on PATH
+    watch.extend(lib.path for lib in libs)  # a preload library removed or replaced
     if spec is not None:
-        spec.save(layout)
+        store.write(spec.save, layout)
         watch.append(str(layout.spec_file(spec.hash)))
 
     wanted: list[str] = [str(Path(p).expanduser().absolute()) for p in settings.python]
@@ -150,15 +165,25 @@ def prepare(
     warnings: list[str] = []
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
     watch_trees: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        say(msg)
+
+    shims_missing = False
+
     for path in dict.fromkeys(wanted):
-        interp = probe(path, layout, compile_gate=gate)
+        interp = probe(path, layout, compile_gate=gate if store.writable else None, save=store.writable)
         watch.append(path)
         shim = None
         if shim_dir is not None:
             from launcher.gate.sitecustomize import write_shim
 
-            shim = write_shim(str(shim_dir), interp.executable, [lib.path for lib in libs])
-            watch.append(shim)
+            shim = store.write(write_shim, str(shim_dir), interp.executable, [lib.path for lib in libs])
+            if shim is None:
+                shims_missing = True
+            else:
+                watch.append(shim)
         if spec is None:
             prepared_interps.append(PreparedInterpreter(interp, None, "no-spec", shim=shim))
             continue
@@ -166,29 +191,136 @@ def prepare(
             prepared_interps.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash),
                                                         "unbuilt", shim=shim))
             continue
-        from launcher.tree import MANIFEST, ensure_tree
+        pi, manifest = _ensure_tree(layout, interp, spec, settings, run_id, shim, store,
+                                    say if verbose else None)
+        if pi.error is not None:
+            warn(f"could not build the runtime for {interp.abi_key} ({pi.error}); "
+                 "the command runs without it. Run 'launcher doctor' for details.")
+        elif pi.tree is not None and manifest is not None:
+            from launcher.tree import MANIFEST
 
+            watch.append(str(pi.tree / MANIFEST))
+            watch_trees.append(str(pi.tree))
+        prepared_interps.append(pi)
+
+    if shims_missing:
+        # Without its shim an interpreter's gate would re-exec, fail to write
+        # one too and say so again: this run has no preloads, said once.
+        warn(f"cannot write the preload shims in {shim_dir} ({store.problem}); the command runs "
+             "without its preloads")
+        libs, shim_dir = [], None
+        prepared_interps = [replace(pi, shim=None) for pi in prepared_interps]
+    ours = _our_variables(boot, layout, spec, settings, libs, shim_dir, record=settings.record and store.writable)
+    failed = [pi.interpreter.abi_key for pi in prepared_interps if pi.state == "failed"]
+    if failed:
+        # The gate of those interpreters stays quiet: one failure, one line.
+        ours["LAUNCHER_REPORTED"] = ",".join(dict.fromkeys(failed))
+    ld_preload = ":".join(lib.path for lib in libs) if libs and shim_dir is None else None
+
+    exec_argv = _through_shim(list(command), target, wanted, prepared_interps)
+    env = execute.child_env(environ, ours, ld_preload)
+    env["LAUNCHER_RUN_ID"] = run_id
+    return Prepared(argv=exec_argv, env=env, settings=settings, spec=spec, layout=layout,
+                    bootstrap=boot, target=target, interpreters=prepared_interps,
+                    warnings=warnings, watch=watch, watch_trees=watch_trees, ours=ours,
+                    ld_preload=ld_preload, cache_writable=store.problem is None)
+
+
+def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
+    root = Path(settings.cache_dir).expanduser() if settings.cache_dir else (
+        Path(environ["LAUNCHER_CACHE_DIR"]).expanduser() if environ.get("LAUNCHER_CACHE_DIR")
+        else default_cache_dir())
+    root = root.absolute()
+    if os.pathsep in str(root):
+        raise UsageError(f"cache dir {root} contains {os.pathsep!r}, which PYTHONPATH cannot carry",
+                         fix=f"set LAUNCHER_CACHE_DIR to a path without {os.pathsep!r}")
+    return root
+
+
+def _check_command(argv: list[str], environ: Mapping[str, str]) -> CommandTarget | None:
+    """127/126 are decided before anything is prepared."""
+    if not argv:
+        return None
+    target = analyse(argv, environ.get("PATH"))
+    if target.resolved is None:
+        raise CommandNotFound(f"command not found: {argv[0]}")
+    if os.path.isdir(target.resolved) or not os.access(target.resolved, os.X_OK):
+        raise CommandNotExecutable(f"permission denied: {argv[0]} is not executable")
+    return target
+
+
+class _Store:
+    """Writes into the cache, each best effort: a read-only, full or
+    over-quota cache degrades the plan, it never stops the command."""
+
+    def __init__(self, layout: CacheLayout, code_dirs: tuple[Path, ...]) -> None:
+        from launcher.cache.layout import read_only
+
+        self.layout = layout
+        self.code_dirs = code_dirs
+        self.writable = not read_only(layout.root)
+        self.problem: str | None = None if self.writable else "read-only"
+
+    def write(self, fn: Any, *args: Any) -> Any:
+        """fn(*args), or None when the cache cannot take it.  Tried even on a
+        read-only cache: these writers first read, and write nothing when the
+        cache already holds what they would write (a prewarmed spec or shim)."""
         try:
-            result = ensure_tree(layout, interp, spec, run_id=run_id, requested_by="launcher",
-                                 lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl)
-        except BuildError as exc:
-            msg = (f"could not build the runtime for {interp.abi_key} ({exc.message}); "
-                   "the command runs without it. Run 'launcher doctor' for details.")
-            warnings.append(msg)
-            say(msg)
-            prepared_interps.append(PreparedInterpreter(interp, None, "failed", exc.message, shim=shim))
-            continue
-        if result.state != "present" and verbose:
-            say(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
-                f"package(s)) in {result.manifest.build_seconds:.1f}s")
-        watch.append(str(result.path / MANIFEST))
-        watch_trees.append(str(result.path))
-        # `launcher cache` reports (and prunes by) this "last used" stamp.
-        from launcher.cache.manage import mark_used
+            return fn(*args)
+        except OSError as exc:
+            self.problem = self.problem or (exc.strerror or str(exc))
+            return None
 
-        mark_used(layout, result.path)
-        prepared_interps.append(PreparedInterpreter(interp, result.path, result.state, shim=shim))
+    def bootstrap(self) -> Path | None:
+        """The gate's dir: written when it can be, else the one already there."""
+        import errno
 
+        from launcher.bootstrap import bootstrap_dir
+
+        if self.writable:
+            try:
+                self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                    raise UsageError(f"cache dir {self.layout.root} cannot be created: {exc.strerror or exc}",
+                                     fix="set LAUNCHER_CACHE_DIR to a writable directory") from None
+                self.writable, self.problem = False, exc.strerror or str(exc)
+        if self.writable:
+            self.layout.ensure(extra=self.code_dirs)
+            boot: Path | None = self.write(ensure_bootstrap, self.layout)
+            if boot is not None:
+                return boot
+        existing = bootstrap_dir(self.layout)
+        return existing if (existing / "sitecustomize.py").is_file() else None
+
+
+def _ensure_tree(layout: CacheLayout, interp: Interpreter, spec: Spec, settings: Settings, run_id: str,
+                 shim: str | None, store: _Store, progress: Any) -> tuple[PreparedInterpreter, Manifest | None]:
+    from launcher.tree import ensure_tree, present_tree
+
+    if not store.writable:
+        present = present_tree(layout, interp, spec)
+        if present is None:
+            return PreparedInterpreter(interp, None, "failed", "it is not in the read-only cache "
+                                       f"{layout.root}; prewarm it where the cache is writable", shim=shim), None
+        return PreparedInterpreter(interp, present.path, "present", shim=shim), present.manifest
+    try:
+        result = ensure_tree(layout, interp, spec, run_id=run_id, requested_by="launcher",
+                             lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl)
+    except BuildError as exc:
+        return PreparedInterpreter(interp, None, "failed", exc.message, shim=shim), None
+    if result.state != "present" and progress is not None:
+        progress(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
+                 f"package(s)) in {result.manifest.build_seconds:.1f}s")
+    # `launcher cache` reports (and prunes by) this "last used" stamp.
+    from launcher.cache.manage import mark_used
+
+    mark_used(layout, result.path)
+    return PreparedInterpreter(interp, result.path, result.state, shim=shim), result.manifest
+
+
+def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings: Settings,
+                   libs: list[Any], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
     ours = {
         "LAUNCHER_BOOTSTRAP": str(boot),
         "LAUNCHER_CACHE_DIR": str(layout.root),
@@ -199,35 +331,31 @@ def prepare(
         ours["LAUNCHER_SPEC"] = spec.hash
     if settings.with_priority != "last":
         ours["LAUNCHER_PRIORITY"] = settings.with_priority
-    if settings.record:
+    if record:  # not into a read-only cache
         ours["LAUNCHER_RECORD"] = "1"
-    ld_preload = None
     if libs:
         ours["LAUNCHER_PRELOAD_LIBS"] = ":".join(lib.path for lib in libs)
         ours["LAUNCHER_PRELOAD_SCOPE"] = settings.preload_scope
         if shim_dir is not None:
             ours["LAUNCHER_SHIM_DIR"] = str(shim_dir)
             ours["LAUNCHER_PRELOAD_MISSING"] = settings.preload_missing
-        else:
-            ld_preload = ":".join(lib.path for lib in libs)
+    return ours
 
-    exec_argv = list(argv)
-    if target is not None and argv:
-        # Match by the path that was probed, not by the probe's sys.executable:
-        # a wrapper (pyenv's `python3` shim) reports the python it execs.
-        by_path = dict(zip(dict.fromkeys(wanted), prepared_interps, strict=True))
-        top = by_path.get(target.interpreter or "")
-        if top is not None and top.shim:
-            # Start the top process through its shim too: a python, or a
-            # Python entry-point script (torchrun's agent gets preloads).
-            exec_argv = [top.shim, *argv[1:]] if target.kind == "python" else \
-                [top.shim, *target.flags, target.resolved or argv[0], *argv[1:]]
-    env = execute.child_env(environ, ours, ld_preload)
-    env["LAUNCHER_RUN_ID"] = run_id
-    return Prepared(argv=exec_argv, env=env, settings=settings, spec=spec, layout=layout,
-                    bootstrap=boot, target=target, interpreters=prepared_interps,
-                    warnings=warnings, watch=watch, watch_trees=watch_trees, ours=ours,
-                    ld_preload=ld_preload)
+
+def _through_shim(argv: list[str], target: CommandTarget | None, wanted: list[str],
+                  prepared: list[PreparedInterpreter]) -> list[str]:
+    if target is None or not argv:
+        return argv
+    # Match by the path that was probed, not by the probe's sys.executable:
+    # a wrapper (pyenv's `python3` shim) reports the python it execs.
+    by_path = dict(zip(dict.fromkeys(wanted), prepared, strict=True))
+    top = by_path.get(target.interpreter or "")
+    if top is None or not top.shim:
+        return argv
+    # Start the top process through its shim too: a python, or a Python
+    # entry-point script (torchrun's agent gets preloads).
+    return [top.shim, *argv[1:]] if target.kind == "python" else \
+        [top.shim, *target.flags, target.resolved or argv[0], *argv[1:]]
 
 
 def _preload_digest(paths: list[str]) -> str:

@@ -82,7 +82,8 @@ def _ldconfig_cache() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
         try:
-            text = subprocess.run([exe, "-p"], capture_output=True, text=True, timeout=10).stdout
+            text = subprocess.run([exe, "-p"], capture_output=True, text=True, encoding="utf-8",
+                                  errors="replace", timeout=10).stdout
         except (OSError, subprocess.TimeoutExpired):
             continue
         for line in text.splitlines()[1:]:
@@ -174,7 +175,7 @@ def ldso_check(libs: list[str], interpreter: str) -> tuple[bool, str]:
         return True, "no ld.so found to check with"
     try:
         proc = subprocess.run([ldso, "--list", "--preload", ":".join(libs), interpreter],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     text = proc.stdout + proc.stderr

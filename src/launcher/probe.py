@@ -75,8 +75,13 @@ def _cache_file(layout: CacheLayout, fp: tuple[str, str, int, int]) -> Path:
     return layout.probes / f"{hashlib.sha256(raw).hexdigest()[:20]}.json"
 
 
-def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: str | None = None) -> Interpreter:
-    """Probe `path` (kept unresolved: a venv's python is not its base)."""
+def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: str | None = None,
+          save: bool = True) -> Interpreter:
+    """Probe `path` (kept unresolved: a venv's python is not its base).
+
+    The answer is cached in `layout` unless `save` is false (a read-only
+    cache); a cache that cannot take it (full disk) only costs a re-probe.
+    """
     exe = os.path.abspath(os.fspath(path))
     try:
         fp = _fingerprint(exe)
@@ -87,7 +92,7 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
         ) from None
     cached = _cache_file(layout, fp)
     try:
-        interp = Interpreter.from_dict(json.loads(cached.read_text()))
+        interp = Interpreter.from_dict(json.loads(cached.read_text(encoding="utf-8")))
         if compile_gate is None or _has_pyc(compile_gate, interp):
             return interp
     except (OSError, ValueError, TypeError):
@@ -97,7 +102,8 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
         argv = [exe, "-I", "-S", str(PROBE_SCRIPT), compile_gate, "compile-gate"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_") and k != "LD_PRELOAD"}
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        proc = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                              env=env, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UsageError(
             f"cannot run {exe} to probe it: {exc}",
@@ -114,10 +120,14 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
     except ValueError:
         raise UsageError(f"probing {exe} printed something unexpected: {proc.stdout[:200]!r}") from None
     interp = Interpreter.from_dict(data)
-    layout.probes.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(interp.to_dict()))
-    os.replace(tmp, cached)
+    if save:
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+        try:
+            layout.probes.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(interp.to_dict()), encoding="utf-8")
+            os.replace(tmp, cached)
+        except OSError:
+            tmp.unlink(missing_ok=True)
     return interp
 
 

@@ -25,20 +25,30 @@ class Spec:
     index_url: str | None = None
     offline: bool = False
     sources: tuple[str, ...] = field(default=(), compare=False)
+    constraints: tuple[str, ...] = ()
+    # The requirement and constraint files read (each `-r`/`-c` include too):
+    # an edit to any of them changes the answer, so the warm path watches them.
+    files: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def hash(self) -> str:
-        doc = {
+        doc: dict[str, object] = {
             "format": TREE_FORMAT,
             "requirements": sorted(self.requirements),
             "find_links": list(self.find_links),
             "index_url": self.index_url,
         }
+        if self.constraints:  # absent otherwise: existing trees keep their names
+            doc["constraints"] = sorted(self.constraints)
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:12]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        # `files` is where this run read it from: saving it would rewrite the
+        # shared spec file (and void other projects' memos) for nothing.
+        doc = asdict(self)
+        del doc["files"]
+        return json.dumps(doc, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
@@ -49,27 +59,32 @@ class Spec:
             index_url=data.get("index_url"),
             offline=bool(data.get("offline", False)),
             sources=tuple(data.get("sources", ())),
+            constraints=tuple(data.get("constraints", ())),
         )
 
     def save(self, layout: CacheLayout) -> Path:
         path = layout.spec_file(self.hash)
         text = self.to_json()
         try:
-            if path.read_text() == text:
+            if path.read_text(encoding="utf-8") == text:
                 return path
         except OSError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no temp file behind
+            raise
         return path
 
     @classmethod
     def load(cls, layout: CacheLayout, spec_hash: str) -> Spec:
         path = layout.spec_file(spec_hash)
         try:
-            return cls.from_json(path.read_text())
+            return cls.from_json(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UsageError(
                 f"no requirement set {spec_hash} in {layout.specs}",
@@ -90,36 +105,72 @@ def normalize_requirement(text: str, *, origin: str) -> str:
     return str(req)
 
 
-def read_requirements_file(path: Path) -> list[tuple[str, str]]:
-    """(requirement, origin) pairs from a requirements file; `-r` nests."""
+@dataclass
+class RequirementFiles:
+    """What a set of requirements files says: requirements, constraints
+    (`-c`), and every file read, includes (`-r`, `-c`) followed recursively."""
+
+    requirements: list[tuple[str, str]] = field(default_factory=list)
+    constraints: list[tuple[str, str]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def read(self, path: Path, *, as_constraints: bool = False) -> None:
+        if path in self.files:
+            return  # an include cycle, or a file included twice
+        self.files.append(path)
+        for origin, line in _lines(path):
+            option, _, rest = line.partition(" ")
+            if option in ("-r", "--requirement", "-c", "--constraint") and rest.strip():
+                self.read(path.parent / rest.strip(),
+                          as_constraints=as_constraints or option in ("-c", "--constraint"))
+            elif line.startswith("-"):
+                raise UsageError(
+                    f"unsupported option {line!r} at {origin}",
+                    fix="pass installer options to launcher itself (--find-links, --index-url)",
+                )
+            else:
+                (self.constraints if as_constraints else self.requirements).append((line, origin))
+
+
+def _lines(path: Path) -> list[tuple[str, str]]:
     try:
-        lines = path.read_text().splitlines()
+        raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(
             f"cannot read requirements file {path}: {exc.strerror or exc}",
-            fix="check the path given to --with-requirements",
+            fix="check the path given to --with-requirements (and its -r/-c lines)",
         ) from None
-    out: list[tuple[str, str]] = []
-    for no, raw in enumerate(lines, 1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        origin = f"{path}:{no}"
-        if line.startswith(("-r ", "--requirement ")):
-            out.extend(read_requirements_file(path.parent / line.split(None, 1)[1]))
-            continue
-        if line.startswith("-"):
-            raise UsageError(
-                f"unsupported option {line!r} at {origin}",
-                fix="pass installer options to launcher itself (--find-links, --index-url)",
-            )
-        out.append((line, origin))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"requirements file {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                         fix="save it as UTF-8") from None
+    out = []
+    for no, full in enumerate(text.splitlines(), 1):
+        line = full.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            out.append((f"{path}:{no}", line))
     return out
+
+
+def read_requirement_files(paths: list[Path]) -> RequirementFiles:
+    """Every given file, and what each includes."""
+    files = RequirementFiles()
+    for p in paths:
+        files.read(Path(p))
+    return files
+
+
+def read_requirements_file(path: Path) -> list[tuple[str, str]]:
+    """(requirement, origin) pairs from a requirements file; `-r` nests."""
+    files = RequirementFiles()
+    files.read(path)
+    return files.requirements
 
 
 def build_spec(
     with_: list[str],
-    requirement_files: list[Path],
+    requirement_files: list[Path] | RequirementFiles,
     find_links: list[str],
     index_url: str | None,
     offline: bool,
@@ -138,8 +189,9 @@ def build_spec(
             )
         links.append(str(p.resolve()))
     pairs = [(r, "--with") for r in with_]
-    for f in requirement_files:
-        pairs.extend(read_requirements_file(Path(f)))
+    files = requirement_files if isinstance(requirement_files, RequirementFiles) \
+        else read_requirement_files(requirement_files)
+    pairs.extend(files.requirements)
     if not pairs:
         return None
     reqs = tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in pairs))
@@ -149,4 +201,6 @@ def build_spec(
         index_url=index_url,
         offline=offline,
         sources=tuple(o for _, o in pairs),
+        constraints=tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in files.constraints)),
+        files=tuple(str(p) for p in files.files),
     )

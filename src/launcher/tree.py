@@ -122,7 +122,7 @@ def built_for(suffix: str) -> str:
 
 def read_manifest(tree: Path) -> Manifest | None:
     try:
-        return Manifest.model_validate_json((tree / MANIFEST).read_text())
+        return Manifest.model_validate_json((tree / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -240,21 +240,44 @@ def ensure_tree(
     """The published, valid tree for (interp, spec); build it if needed.
 
     `damaged`: what a deeper check than ours found wrong with the published
-    tree (`launcher cache verify --repair`): rebuild it whatever we see."""
-    from filelock import FileLock, Timeout
+    tree (`launcher cache verify --repair`): rebuild it whatever we see.
+    A cache that cannot take the build (full, over quota, read-only) is a
+    BuildError like any other: the command runs without the tree.
+    """
+    if damaged is None:
+        present = present_tree(layout, interp, spec)
+        if present is not None:
+            return present
+    try:
+        return _ensure_locked(layout, interp, spec, run_id=run_id, requested_by=requested_by,
+                              lock_timeout=lock_timeout, failure_ttl=failure_ttl, damaged=damaged)
+    except OSError as exc:
+        raise BuildError(f"cannot write to the cache {layout.root}: {exc.strerror or exc}",
+                         fix="free space in it, or set LAUNCHER_CACHE_DIR elsewhere") from None
 
+
+def present_tree(layout: CacheLayout, interp: Interpreter, spec: Spec) -> TreeResult | None:
+    """The published tree, if it is there and valid (reads only).  A link (or
+    a file, or another user's tree) where our tree should be is refused:
+    never used, never replaced behind the user's back."""
     target = layout.tree(interp.abi_key, spec.hash)
     odd = safety.dir_problem(target, code=True)
     if odd is not None:
-        # A link (or a file, or another user's tree) where our tree should be:
-        # never used, never replaced behind the user's back.
         raise odd.error()
-    problem = damaged or (verify(target) if os.path.lexists(target) else "missing")
-    if problem is None:
-        manifest = read_manifest(target)
-        assert manifest is not None
-        return TreeResult(target, "present", manifest)
+    if not os.path.lexists(target) or verify(target) is not None:
+        return None
+    manifest = read_manifest(target)
+    return TreeResult(target, "present", manifest) if manifest is not None else None
 
+
+def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_id: str, requested_by: str,
+                   lock_timeout: float, failure_ttl: float, damaged: str | None) -> TreeResult:
+    from filelock import FileLock, Timeout
+
+    target = layout.tree(interp.abi_key, spec.hash)
+    if layout.trees.is_dir() and not os.access(layout.trees, os.W_OK):
+        raise BuildError(f"it is not in the cache {layout.root}, which is read-only",
+                         fix="prewarm it with 'launcher prewarm' where the cache is writable")
     layout.ensure()
     spec.save(layout)
     lock_path = layout.lock(interp.abi_key, spec.hash)
@@ -269,7 +292,10 @@ def ensure_tree(
             fix="wait for that build to finish, or raise LAUNCHER_LOCK_TIMEOUT",
         ) from None
     try:
-        _lock_holder_path(lock_path).write_text(str(os.getpid()))
+        try:
+            _lock_holder_path(lock_path).write_text(str(os.getpid()), encoding="utf-8")
+        except OSError:
+            pass  # only says who holds the lock, in a timeout message
         # Double-checked: the holder before us may have published it.
         problem = damaged or (verify(target) if os.path.lexists(target) else "missing")
         if problem is None:
@@ -306,7 +332,7 @@ def _lock_holder_path(lock_path: Path) -> Path:
 
 def _lock_holder(lock_path: Path) -> int | None:
     try:
-        return int(_lock_holder_path(lock_path).read_text())
+        return int(_lock_holder_path(lock_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -329,9 +355,17 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
             cmd += ["--offline"]
             if not spec.index_url:
                 cmd += ["--no-index"]
+        if spec.constraints:
+            # Inside the temp dir (removed before the manifest is taken), so a
+            # killed build leaves nothing the stale-temp sweep would miss.
+            constraints = tmp / ".launcher-constraints.txt"
+            constraints.write_text("".join(f"{c}\n" for c in spec.constraints), encoding="utf-8")
+            cmd += ["--constraint", str(constraints)]
         cmd += ["--", *spec.requirements]
         proc = subprocess.run(cmd, env=installer_env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+                              encoding="utf-8", errors="replace", stdin=subprocess.DEVNULL)
+        if spec.constraints:
+            (tmp / ".launcher-constraints.txt").unlink(missing_ok=True)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
             summary = _summarise_uv_error(lines)
@@ -349,7 +383,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
             )
         plugins = _collect_plugins(tmp)
         if plugins:
-            (tmp / PLUGINS).write_text("".join(f"{p}\n" for p in plugins))
+            (tmp / PLUGINS).write_text("".join(f"{p}\n" for p in plugins), encoding="utf-8")
         (tmp / DIRS).write_text("".join(f"{d}\n" for d in _directories(tmp)), encoding="utf-8",
                                 errors="surrogateescape")
         manifest = Manifest(
@@ -445,7 +479,7 @@ def _distributions(root: Path) -> list[Distribution]:
     out = []
     for meta in sorted(root.glob("*.dist-info/METADATA")):
         name = version = ""
-        for line in meta.read_text(errors="replace").splitlines():
+        for line in meta.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("Name:"):
                 name = line[5:].strip()
             elif line.startswith("Version:"):
@@ -474,7 +508,7 @@ def _collect_plugins(root: Path) -> list[str]:
 
 
 def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -510,7 +544,7 @@ def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None
 def recent_failure(layout: CacheLayout, abi_key: str, spec_hash: str, ttl: float) -> Failure | None:
     path = layout.failure(abi_key, spec_hash)
     try:
-        failure = Failure.model_validate_json(path.read_text())
+        failure = Failure.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return failure if time.time() - failure.at < ttl else None
@@ -524,10 +558,14 @@ def _remember_failure(layout: CacheLayout, interp: Interpreter, spec: Spec, exc:
     failure = Failure(abi_key=interp.abi_key, spec_hash=spec.hash, interpreter=interp.executable,
                       error=exc.message, log=exc.log or "", at=time.time())
     path = layout.failure(interp.abi_key, spec.hash)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(failure.model_dump_json(indent=1))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(failure.model_dump_json(indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        # A full cache: the failure is reported now, just not remembered.
+        tmp.unlink(missing_ok=True)
 
 
 def _log_install(layout: CacheLayout, interp: Interpreter, spec: Spec, run_id: str, requested_by: str,
@@ -536,14 +574,17 @@ def _log_install(layout: CacheLayout, interp: Interpreter, spec: Spec, run_id: s
               "tree": str(target), "interpreter": interp.executable, "run_id": run_id,
               "pid": os.getpid(), "requested_by": requested_by, "seconds": round(seconds, 3),
               "detail": detail}
-    layout.log.mkdir(parents=True, exist_ok=True)
-    with open(layout.installs_log, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        layout.log.mkdir(parents=True, exist_ok=True)
+        with open(layout.installs_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError:
+        pass  # a full cache: the install happened (or failed), unlogged
 
 
 def read_installs(layout: CacheLayout) -> list[dict]:
     try:
-        lines = layout.installs_log.read_text().splitlines()
+        lines = layout.installs_log.read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
     out: list[dict] = []

@@ -8,6 +8,7 @@ other.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,8 +21,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def say(message: str) -> None:
-    """Every launcher message: stderr, one line, prefixed."""
-    click.echo(f"launcher: {message}", err=True)
+    """Every launcher message: stderr, one line, prefixed.  A closed or broken
+    stderr (`2>&-`, /dev/full) loses the line, never the command."""
+    try:
+        click.echo(f"launcher: {message}", err=True)
+    except (OSError, ValueError):
+        _drop_unwritten()
+
+
+def _drop_unwritten() -> None:
+    # What a failed flush left in the buffer would fail again at exit, and
+    # turn our exit code into 120: forget it (stderr is broken anyway).
+    try:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives until exit
+    except OSError:
+        pass
 
 
 def reports_errors(fn: F) -> F:

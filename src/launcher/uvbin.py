@@ -35,7 +35,8 @@ def find_uv() -> str:
 
 def uv_version(uv: str) -> str | None:
     try:
-        out = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([uv, "--version"], capture_output=True, text=True, encoding="utf-8",
+                             errors="replace", timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None

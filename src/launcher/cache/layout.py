@@ -124,3 +124,9 @@ def writable_by_others(path: Path) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IWGRP | stat.S_IWOTH)) and not bool(mode & stat.S_ISVTX)
+
+
+def read_only(root: Path) -> bool:
+    """An existing cache this process cannot write (a read-only mount, a
+    prewarmed image): it still serves what it holds, without writing."""
+    return root.is_dir() and not os.access(root, os.W_OK | os.X_OK)

@@ -294,7 +294,7 @@ def _known_abis(layout: CacheLayout, trees: list[TreeInfo]) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in layout.probes.glob("*.json") if safety.real_dir(layout.probes) else ():
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(p.read_text(encoding="utf-8"))
             out[os.path.realpath(data["realpath"])] = data["abi_key"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -315,7 +315,7 @@ def _paths_in_use(proc: Any) -> list[tuple[str, str]]:
         pass
     try:
         # /proc/PID/maps is far cheaper than psutil's smaps-based memory_maps().
-        with open(f"/proc/{proc.pid}/maps") as f:
+        with open(f"/proc/{proc.pid}/maps", encoding="utf-8", errors="replace") as f:
             for line in f:
                 parts = line.split(None, 5)
                 if len(parts) == 6 and parts[5].startswith("/"):
@@ -473,7 +473,7 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
 
 def _lock_pid(lock_path: Path) -> int | None:
     try:
-        return int(lock_path.with_suffix(".pid").read_text())
+        return int(lock_path.with_suffix(".pid").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from launcher import execute
 from launcher.commands.options import explicit_flags, runtime_options
 from launcher.ui import reports_errors, say
 
@@ -25,17 +26,25 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
     COMMAND is exec'd: its exit code, signals and stdio are its own.
     """
     from launcher import _fastrun
+    from launcher.errors import LauncherError
     from launcher.plan import prepare
 
-    talk = (lambda m: None) if quiet else say
-    prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=talk,
-                       verbose=verbose or (not quiet and sys.stderr.isatty()))
+    # -q silences progress only: a failure is always said, once.
+    try:
+        prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=say,
+                           verbose=verbose or (not quiet and sys.stderr.isatty()))
+    except LauncherError:
+        raise
+    except Exception as exc:  # a bug or an environment we did not foresee: never the command's problem
+        say(f"internal error ({type(exc).__name__}: {exc}); the command runs without the launcher. "
+            "Please report it, with 'launcher doctor' output.")
+        sys.exit(execute.exec_command(list(command), dict(os.environ)))
     if verbose:
         for pi in prepared.interpreters:
             say(f"{pi.interpreter.executable}: {pi.interpreter.abi_key}, runtime "
                 f"{pi.tree.name if pi.tree else '-'} ({pi.state})")
         say(f"exec {' '.join(prepared.argv)}")
-    if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None \
+    if not prepared.warnings and prepared.cache_writable and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
         _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
                           prepared.watch, str(prepared.layout.root), prepared.watch_trees)

@@ -52,10 +52,11 @@ def abi_key():
 
 
 def _say(msg):
-    # One line, stderr only; stderr may be closed or broken in a daemon.
+    # One line with ONE os.write to fd 2: never through sys.stderr, whose
+    # buffer would keep what a broken stderr (/dev/full) refused and make the
+    # interpreter exit 120 at shutdown; fd 2 may also be closed in a daemon.
     try:
-        sys.stderr.write("launcher: " + msg + "\n")
-        sys.stderr.flush()
+        os.write(2, ("launcher: " + msg + "\n").encode("utf-8", "replace"))
     except Exception:
         pass
 
@@ -106,6 +107,8 @@ def _record(env, event, **fields):
             return
     try:
         os.write(fd, line)
+    except OSError:
+        pass  # a full disk or quota: the record is skipped, the program runs
     finally:
         os.close(fd)
 
@@ -193,14 +196,19 @@ def _build_now(env, key, tree, exe):
     import time
 
     try:
-        if time.time() - os.stat(failed).st_mtime < ttl:
-            _say(
-                "runtime for %s is unavailable (a build failed moments ago); "
-                "continuing without it. Run 'launcher doctor' for the reason." % key
-            )
-            return "failed-recently"
+        age = time.time() - os.stat(failed).st_mtime
     except OSError:
-        pass
+        age = None
+    if age is not None and age < ttl:
+        _say("runtime for %s is unavailable: its build failed %ds ago (%s); continuing without it. "
+             "Run 'launcher doctor' for details." % (key, age, _failure_reason(failed)))
+        return "failed-recently"
+    if not os.access(cache, os.W_OK):
+        # A read-only cache (a prewarmed CI image) serves what it has; asking
+        # the launcher to build would only fail more slowly.
+        _say("runtime for %s is not in the cache %s, which is read-only; continuing without it. "
+             "Prewarm it with 'launcher prewarm' where the cache is writable." % (key, cache))
+        return "read-only"
     launcher_python = env.get("LAUNCHER_SELF_PYTHON")
     if not launcher_python or not os.path.exists(launcher_python):
         _say("cannot build the runtime for %s: the launcher's interpreter %r is gone; "
@@ -240,6 +248,18 @@ def _build_now(env, key, tree, exe):
         % (key, reason[-1].replace("launcher: ", "") if reason else "exit %d" % proc.returncode)
     )
     return "failed"
+
+
+def _failure_reason(path):
+    """The reason a remembered build failure gives (the launcher's Failure record)."""
+    try:
+        import json
+
+        with open(path, encoding="utf-8") as f:
+            reason = json.load(f).get("error")
+    except Exception:
+        reason = None
+    return str(reason).splitlines()[0] if reason else "reason unknown"
 
 
 def scrubbed_env(env):
@@ -320,6 +340,8 @@ def _load_plugins(env, tree):
             if attr and callable(obj):
                 obj()
         except BaseException as exc:  # a broken plugin must not take the workload down
+            if isinstance(exc, SystemExit):
+                _exit_as(exc)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             _record(env, "plugin-skipped", plugin=name, target=target,
@@ -395,24 +417,31 @@ def write_shim(shim_dir, real, preloads):
     path = shim_path(shim_dir, real)
     text = shim_text(path, real, preloads)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             if f.read() == text:
                 return path
     except OSError:
         pass
-    os.makedirs(shim_dir, 0o755, exist_ok=True)
+    os.makedirs(shim_dir, 0o700, exist_ok=True)
     tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)  # a full disk leaves no half-written shim behind
+        except OSError:
+            pass
+        raise
     return path
 
 
 def mapped(names):
     """Which of `names` (paths or sonames) are really mapped into this process."""
     try:
-        with open("/proc/self/maps") as f:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
             maps = f.read()
     except OSError:
         return None
@@ -525,6 +554,10 @@ def _main():
         tree = cache + "/trees/" + key + "-" + spec
         if _published(tree):
             state = "hit"
+        elif key in env.get("LAUNCHER_REPORTED", "").split(","):
+            # The launcher already tried this runtime for this run and said
+            # why it is unavailable: one failure, one line (and no rebuild).
+            state = "reported"
         else:
             _ensure_pyc()
             state = _build(env, key, tree, exe)
@@ -542,11 +575,55 @@ def _main():
     _chain(boot)
 
 
+def _exit_as(exc):
+    """End the process as a SystemExit raised by the program would (its
+    code, its message), not as one raised during start-up would: there
+    CPython turns it into a fatal init error with exit code 1."""
+    code = exc.code
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF
+    else:
+        _say_raw(str(code))
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+def _say_raw(text):
+    try:
+        os.write(2, (text + "\n").encode("utf-8", "replace"))
+    except Exception:
+        pass
+
+
+def _interrupted():
+    """Ctrl-C during start-up (e.g. waiting for another process's build):
+    die of SIGINT, as Python does for an uncaught KeyboardInterrupt, so the
+    shell, torchrun or CI sees an interrupted program, not a gate error."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except Exception:
+        pass
+    raise KeyboardInterrupt  # SIGINT blocked or ignored: interrupt start-up anyway
+
+
 if __name__ == "sitecustomize":
     try:
         _main()
-    except BaseException as _exc:  # never raise from start-up: SystemExit here is fatal
-        if isinstance(_exc, KeyboardInterrupt):
-            pass
+    except KeyboardInterrupt:
+        _interrupted()
+    except SystemExit:
+        # Raised by the sitecustomize we chain: what a bare run does with it.
+        raise
+    except BaseException as _exc:  # anything of ours: one line, the program continues
         _say("start-up gate error (%s: %s); the program continues. Run 'launcher doctor'."
              % (type(_exc).__name__, _exc))

@@ -104,7 +104,7 @@ def _space(path: Path) -> Finding:
 def _filesystem(path: Path) -> str | None:
     """The type of the filesystem holding `path`, from /proc/self/mounts (longest mount point)."""
     try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
     real = os.path.realpath(path)
@@ -168,7 +168,7 @@ def lock_findings(layout: CacheLayout, lock_timeout: float) -> list[Finding]:
         pid_file = lock.with_suffix(".pid")
         state = _is_held(lock)
         try:
-            pid: int | None = int(pid_file.read_text())
+            pid: int | None = int(pid_file.read_text(encoding="utf-8"))
             since: float | None = pid_file.stat().st_mtime
         except (OSError, ValueError):
             pid, since = None, None

@@ -163,7 +163,7 @@ def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> lis
         if path in skip:
             continue
         try:
-            failure = Failure.model_validate_json(path.read_text())
+            failure = Failure.model_validate_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             out.append(warn("failure", f"unreadable failure record {path}", f"rm {path}", record=str(path)))
             continue

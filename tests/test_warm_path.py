@@ -1,0 +1,148 @@
+"""A warm run does exactly what a cold one would: the memo watches every file
+the full path read, and every place whose appearance would change its answer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import WHEELHOUSE, launcher
+
+SHOW = "import importlib.util as u; print(sorted(m for m in ('six', 'cloudpickle') if u.find_spec(m)))"
+
+
+def _touch_later(path: Path, text: str) -> None:
+    """Rewrite `path`; its stat signature changes even within one mtime tick
+    (size differs), as a user's edit would."""
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """repo/pkg/sub: the command runs in sub, config may appear in any parent."""
+    sub = tmp_path / "repo" / "pkg" / "sub"
+    sub.mkdir(parents=True)
+    return sub
+
+
+def run_in(cwd: Path, env: dict[str, str], py: str, *args: str) -> tuple[str, str, int]:
+    proc = launcher("run", "--find-links", str(WHEELHOUSE), "--offline", *args, "--", py, "-c", SHOW,
+                    env=env, cwd=str(cwd))
+    return proc.stdout.strip(), proc.stderr, proc.returncode
+
+
+def warm(cwd: Path, env: dict[str, str], py: str, *args: str) -> str:
+    """Run twice: the second run is the warm one (memo written by the first)."""
+    first = run_in(cwd, env, py, *args)
+    assert first[2] == 0, first
+    memo = Path(env["LAUNCHER_CACHE_DIR"]) / "memo"
+    assert any(memo.iterdir()), "the full path remembered nothing"
+    second = run_in(cwd, env, py, *args)
+    assert second[2] == 0 and second[0] == first[0], (first, second)
+    return second[0]
+
+
+@pytest.mark.parametrize("edited", ["top", "included", "constraint"])
+def test_editing_a_requirements_file_or_what_it_includes(edited: str, project: Path, env: dict[str, str],
+                                                         py311: str) -> None:
+    req = project / "req.txt"
+    inc = project / "more.txt"
+    con = project / "constraints.txt"
+    req.write_text("six\n-r more.txt\n-c constraints.txt\n", encoding="utf-8")
+    inc.write_text("# nothing yet\n", encoding="utf-8")
+    con.write_text("six>=1.0\n", encoding="utf-8")
+    assert warm(project, env, py311, "--with-requirements", "req.txt") == "['six']"
+    if edited == "top":
+        _touch_later(req, "six\ncloudpickle\n-r more.txt\n-c constraints.txt\n")
+    elif edited == "included":
+        _touch_later(inc, "cloudpickle\n")
+    else:
+        # A constraint nothing satisfies: the next run must try (and fail) to build.
+        _touch_later(con, "six==0.0.1\n")
+    out, err, rc = run_in(project, env, py311, "--with-requirements", "req.txt")
+    assert rc == 0
+    if edited == "constraint":
+        assert out == "[]" and err.count("launcher: ") == 1 and "six" in err, err
+    else:
+        assert out == "['cloudpickle', 'six']", err
+
+
+@pytest.mark.parametrize("name", ["pyproject.toml", "launcher.toml"])
+def test_config_appearing_in_a_parent_dir(name: str, project: Path, env: dict[str, str], py311: str) -> None:
+    assert warm(project, env, py311) == "[]"
+    parent = project.parent.parent  # repo/
+    body = 'with = ["six"]\n'
+    (parent / name).write_text(("[tool.launcher]\n" + body) if name == "pyproject.toml" else body,
+                               encoding="utf-8")
+    out, err, rc = run_in(project, env, py311)
+    assert (out, rc) == ("['six']", 0), err
+
+
+def test_pyproject_gaining_a_launcher_table(project: Path, env: dict[str, str], py311: str) -> None:
+    pyproject = project.parent / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\n', encoding="utf-8")
+    assert warm(project, env, py311) == "[]"
+    _touch_later(pyproject, '[project]\nname = "x"\n\n[tool.launcher]\nwith = ["six"]\n')
+    out, err, rc = run_in(project, env, py311)
+    assert (out, rc) == ("['six']", 0), err
+
+
+def test_a_new_invalid_config_is_reported(project: Path, env: dict[str, str], py311: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    argv = ["run", "--", py311, "-c", f"open({str(runs)!r}, 'a').write('x')"]
+    for _ in range(2):  # cold, then warm: the memo now holds this exact argv
+        launcher(*argv, env=env, cwd=str(project), check=True)
+    assert runs.read_text(encoding="utf-8") == "xx"
+    (project.parent / "launcher.toml").write_text('with = ["six>>>1"]\n', encoding="utf-8")
+    proc = launcher(*argv, env=env, cwd=str(project))
+    assert proc.returncode == 2 and proc.stderr.startswith("launcher: ") and proc.stderr.count("\n") == 1
+    assert "launcher.toml" in proc.stderr and "six>>>1" in proc.stderr
+    assert runs.read_text(encoding="utf-8") == "xx"  # the command did not run
+
+
+def test_watch_holds_every_place_discovery_looked(project: Path, env: dict[str, str], py311: str) -> None:
+    """White-box companion of the tests above: `Prepared.watch` (what the
+    memo re-checks) names each candidate up to /, present or not."""
+    import launcher
+
+    req = project / "req.txt"
+    inc = project / "inc" / "more.txt"
+    inc.parent.mkdir()
+    req.write_text("-r inc/more.txt\n", encoding="utf-8")
+    inc.write_text("-c ../con.txt\n", encoding="utf-8")
+    (project / "con.txt").write_text("six<2\n", encoding="utf-8")
+    (project.parent / "pyproject.toml").write_text('[project]\nname = "x"\n', encoding="utf-8")
+    prepared = launcher.prepare([py311, "-c", "pass"], flags={"with-requirements": ["req.txt"]},
+                                cwd=project, environ=env)
+    watched = set(prepared.watch)
+    d = project.resolve()
+    while True:
+        assert str(d / "launcher.toml") in watched and str(d / "pyproject.toml") in watched, d
+        if d.parent == d:
+            break
+        d = d.parent
+    assert {str(req), str(inc), str(project / "inc" / ".." / "con.txt")} <= watched
+    assert not os.path.exists(project / "launcher.toml")  # watched while absent
+
+
+def test_a_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str], cache_dir: Path,
+                                            py311: str, py313: str) -> None:
+    """`launcher run -- python3`: a python3 that appears in an earlier PATH
+    entry is what the command will run, so the plan must be made for it
+    (prepared before exec, as a cold run would), not left to the gate."""
+    from conftest import installs, offline_with
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / "python3").symlink_to(py311)
+    env["PATH"] = f"{first}{os.pathsep}{second}{os.pathsep}{env['PATH']}"
+    argv = ["run", *offline_with("six"), "--", "python3", "-c", "import six, sys; print(sys.version_info[:2])"]
+    for _ in range(2):
+        assert launcher(*argv, env=env, check=True).stdout == "(3, 11)\n"
+    (first / "python3").symlink_to(py313)
+    assert launcher(*argv, env=env, check=True).stdout == "(3, 13)\n"
+    (built,) = [r for r in installs(cache_dir) if r["abi_key"].startswith("cp313-")]
+    assert built["requested_by"] == "launcher", built
