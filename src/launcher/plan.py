@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from launcher.cache import CacheLayout, default_cache_dir
 from launcher.command import CommandTarget, analyse
 from launcher.config import Resolved, Settings, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound
-from launcher.probe import Interpreter, probe
+from launcher.probe import Interpreter, interpreter_path, probe
 from launcher.spec import Spec, build_spec
 
 
@@ -48,6 +49,7 @@ class Prepared:
     target: CommandTarget | None
     interpreters: list[PreparedInterpreter] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for -v: e.g. requirements the venv shadows
     watch: list[str] = field(default_factory=list)
     ours: dict[str, str] = field(default_factory=dict)
     ld_preload: str | None = None
@@ -75,12 +77,14 @@ def prepare(
     build: bool = True,
     say: Any = None,
     verbose: bool = False,
+    activity: Callable[[str], AbstractContextManager[object]] | None = None,
 ) -> Prepared:
     """Prepare `command` the way `launcher run` does.
 
     `flags` are settings given explicitly (keys as in config files, e.g.
     ``{"with": ["markupsafe"], "offline": True}``) and win over the
     environment and the project file; or pass a ready `settings`.
+    `activity(text)` wraps each build (see `launcher.progress`).
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -98,7 +102,7 @@ def prepare(
     layout = CacheLayout(cache_root.absolute())
     spec = build_spec(settings.with_, [workdir / p for p in settings.with_requirements],
                       [str(workdir / p) if "://" not in p else p for p in settings.find_links],
-                      settings.index_url, settings.offline)
+                      settings.index_url, settings.offline, settings.build)
 
     argv = list(command)
     target = None
@@ -106,7 +110,9 @@ def prepare(
         target = analyse(argv, environ.get("PATH"))
         if target.resolved is None:
             raise CommandNotFound(f"command not found: {argv[0]}")
-        if os.path.isdir(target.resolved) or not os.access(target.resolved, os.X_OK):
+        if os.path.isdir(target.resolved):
+            raise CommandNotExecutable(f"{argv[0]} is a directory, not a command")
+        if not os.access(target.resolved, os.X_OK):
             raise CommandNotExecutable(f"permission denied: {argv[0]} is not executable")
 
     # Preload libraries are checked before anything is built or run.
@@ -132,11 +138,13 @@ def prepare(
         spec.save(layout)
         watch.append(str(layout.spec_file(spec.hash)))
 
-    wanted: list[str] = [str(Path(p).expanduser().absolute()) for p in settings.python]
+    wanted: list[str] = [interpreter_path(p, cwd=workdir, search_path=environ.get("PATH"))
+                         for p in settings.python]
     if target is not None and target.interpreter:
         wanted.append(target.interpreter)
     prepared_interps: list[PreparedInterpreter] = []
     warnings: list[str] = []
+    notes: list[str] = []
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
     shim_dir = None
     if libs and settings.preload_scope == "python":
@@ -153,6 +161,10 @@ def prepare(
         if spec is None:
             prepared_interps.append(PreparedInterpreter(interp, None, "no-spec", shim=shim))
             continue
+        if settings.with_priority == "last":
+            from launcher.shadow import shadowed
+
+            notes.extend(s.line(interp) for s in shadowed(interp, spec.requirements))
         if not build:
             prepared_interps.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash),
                                                         "unbuilt", shim=shim))
@@ -161,7 +173,8 @@ def prepare(
 
         try:
             result = ensure_tree(layout, interp, spec, run_id=run_id, requested_by="launcher",
-                                 lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl)
+                                 lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl,
+                                 build=settings.build, say=say, activity=activity)
         except BuildError as exc:
             msg = (f"could not build the runtime for {interp.abi_key} ({exc.message}); "
                    "the command runs without it. Run 'launcher doctor' for details.")
@@ -192,6 +205,8 @@ def prepare(
         ours["LAUNCHER_PRIORITY"] = settings.with_priority
     if settings.record:
         ours["LAUNCHER_RECORD"] = "1"
+    if settings.build != "fallback":
+        ours["LAUNCHER_BUILD"] = settings.build  # for the gate's in-process builds
     ld_preload = None
     if libs:
         ours["LAUNCHER_PRELOAD_LIBS"] = ":".join(lib.path for lib in libs)
@@ -217,7 +232,7 @@ def prepare(
     env["LAUNCHER_RUN_ID"] = run_id
     return Prepared(argv=exec_argv, env=env, settings=settings, spec=spec, layout=layout,
                     bootstrap=boot, target=target, interpreters=prepared_interps,
-                    warnings=warnings, watch=watch, ours=ours, ld_preload=ld_preload)
+                    warnings=warnings, notes=notes, watch=watch, ours=ours, ld_preload=ld_preload)
 
 
 def _preload_digest(paths: list[str]) -> str:

@@ -188,7 +188,8 @@ class RichReporter:
 
 
 def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[str], None],
-            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> list[Job]:
+            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None,
+            quiet: bool = False) -> list[Job]:
     """Plan, report the job count, build; returns every job with its outcome."""
     cwd = cwd or Path.cwd()
     environ = dict(os.environ if environ is None else environ)
@@ -200,5 +201,7 @@ def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[s
     say(f"prewarming {n} runtime tree{'s' if n != 1 else ''} in {p.cache_root}, "
         f"{jobs} at a time")
     reporter: PlainReporter | RichReporter = RichReporter(p.jobs) if tty else PlainReporter(say)
+    if quiet:
+        reporter = PlainReporter(lambda m: None)
     with reporter:
         return run_jobs(p, jobs, reporter, cwd=cwd, environ=environ)

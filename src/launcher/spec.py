@@ -3,7 +3,11 @@
 The hash names the tree, so it covers exactly what changes the tree's
 content: the normalised requirements, where packages may come from, and the
 tree format.  `--offline` only changes how the installer may fetch, so it is
-left out.
+left out.  Of the build policy only "always" is in: it lets the installer pick
+a newer release it must compile over an older one with wheels, a different
+tree; "never" and "fallback" resolve binary-only first and differ only in
+whether a failure may retry with builds, so a tree either of them publishes
+is the same tree.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ class Spec:
     index_url: str | None = None
     offline: bool = False
     sources: tuple[str, ...] = field(default=(), compare=False)
+    source_builds: bool = False  # build = "always": resolve with sdists from the start
+
+    @property
+    def build_policy(self) -> str | None:
+        """"always" when this spec was asked with it, else None (the caller's policy applies)."""
+        return "always" if self.source_builds else None
 
     @property
     def hash(self) -> str:
@@ -34,6 +44,8 @@ class Spec:
             "find_links": list(self.find_links),
             "index_url": self.index_url,
         }
+        if self.source_builds:
+            doc["build"] = "always"
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:12]
 
@@ -49,6 +61,7 @@ class Spec:
             index_url=data.get("index_url"),
             offline=bool(data.get("offline", False)),
             sources=tuple(data.get("sources", ())),
+            source_builds=bool(data.get("source_builds", False)),
         )
 
     def save(self, layout: CacheLayout) -> Path:
@@ -123,6 +136,7 @@ def build_spec(
     find_links: list[str],
     index_url: str | None,
     offline: bool,
+    build: str = "fallback",
 ) -> Spec | None:
     """The validated spec, or None when nothing was asked for."""
     links = []
@@ -149,4 +163,5 @@ def build_spec(
         index_url=index_url,
         offline=offline,
         sources=tuple(o for _, o in pairs),
+        source_builds=build == "always",
     )

@@ -10,6 +10,7 @@ so they do not retry serially.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,16 +166,39 @@ def ensure_tree(
     requested_by: str = "",
     lock_timeout: float = 900.0,
     failure_ttl: float = 60.0,
+    build: str = "fallback",
+    say: Callable[[str], None] | None = None,
+    activity: Callable[[str], AbstractContextManager[object]] | None = None,
 ) -> TreeResult:
-    """The published, valid tree for (interp, spec); build it if needed."""
-    from filelock import FileLock, Timeout
+    """The published, valid tree for (interp, spec); build it if needed.
 
+    `build` is the source-build policy (see `install_command`); `say` gets
+    one-line notes (a fallback to source builds); `activity(text)` wraps the
+    slow part (waiting for the lock, installing) so callers can show progress.
+    """
     target = layout.tree(interp.abi_key, spec.hash)
     problem = verify(target) if (target / MANIFEST).exists() else "missing"
     if problem is None:
         manifest = read_manifest(target)
         assert manifest is not None
         return TreeResult(target, "present", manifest)
+
+    with (activity or _no_activity)(f"preparing the runtime for {interp.abi_key} "
+                                    f"({' '.join(spec.requirements)})"):
+        return _ensure_locked(layout, interp, spec, target, problem, run_id=run_id,
+                              requested_by=requested_by, lock_timeout=lock_timeout,
+                              failure_ttl=failure_ttl, build=build, say=say)
+
+
+@contextlib.contextmanager
+def _no_activity(text: str) -> Iterator[None]:
+    yield
+
+
+def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, problem: str | None,
+                   *, run_id: str, requested_by: str, lock_timeout: float, failure_ttl: float,
+                   build: str, say: Callable[[str], None] | None) -> TreeResult:
+    from filelock import FileLock, Timeout
 
     layout.ensure()
     spec.save(layout)
@@ -202,7 +228,7 @@ def ensure_tree(
         _clean_stale_tmps(layout, interp.abi_key, spec.hash)
         start = time.time()
         try:
-            manifest = _build(layout, interp, spec, target)
+            manifest = _build(layout, interp, spec, target, build=build, say=say)
         except BuildError as exc:
             _remember_failure(layout, interp, spec, exc)
             _log_install(layout, interp, spec, run_id, requested_by, "failed", time.time() - start, target, exc.message)
@@ -230,7 +256,79 @@ def _lock_holder(lock_path: Path) -> int | None:
         return None
 
 
-def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -> Manifest:
+def install_command(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, binary_only: bool) -> list[str]:
+    """The uv command that installs `spec` for `interp` into `tmp`.
+
+    `binary_only` adds `--no-build`: resolve among wheels alone, so a newest
+    release without a wheel for this ABI loses to an older one that has one
+    (instead of compiling, or failing offline).
+    """
+    cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
+           "--link-mode", "copy", "--compile-bytecode", "--no-config", "--quiet"]
+    if binary_only:
+        cmd += ["--no-build"]
+    for link in spec.find_links:
+        cmd += ["--find-links", link]
+    if spec.index_url:
+        cmd += ["--index-url", spec.index_url]
+    if spec.offline:
+        cmd += ["--offline"]
+        if not spec.index_url:
+            cmd += ["--no-index"]
+    return cmd + ["--", *spec.requirements]
+
+
+# uv's words when only a source build would satisfy the requirements.
+NEEDS_BUILD = ("building from source is disabled", "has no usable wheels", "no wheels with a matching")
+NEEDS_BUILD_FOR = re.compile(r"Wheels are required for `([^`]+)`")
+
+
+def _needs_build(stderr: str) -> list[str] | None:
+    """The packages uv could only have built from source, or None (another failure)."""
+    if not any(s in stderr for s in NEEDS_BUILD):
+        return None
+    return list(dict.fromkeys(NEEDS_BUILD_FOR.findall(stderr)))
+
+
+def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
+             say: Callable[[str], None] | None) -> None:
+    """Wheels first: binary-only, then (policy "fallback") with source builds
+    only when no binary solution exists; "always" lets uv choose freely."""
+    env = installer_env()
+
+    def run(binary_only: bool) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(install_command(uv, interp, spec, tmp, binary_only=binary_only), env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    what = " ".join(spec.requirements)
+    proc = run(binary_only=build != "always")
+    if proc.returncode != 0 and build != "always":
+        needs = _needs_build(proc.stderr)
+        if needs is not None and build == "never":
+            names = ", ".join(needs) or what
+            raise BuildError(
+                f"no wheels of {names} for {interp.abi_key}, and build = \"never\" forbids source builds",
+                fix="pin a version that publishes wheels for this interpreter, or allow builds with "
+                    "--build fallback (LAUNCHER_BUILD=fallback)",
+            ).with_log(proc.stderr)
+        if needs is not None:
+            if say is not None:
+                say(f"no wheels of {', '.join(needs) or what} for {interp.abi_key}: building from source "
+                    "(--build never forbids this)")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            proc = run(binary_only=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        summary = _summarise_uv_error(lines)
+        raise BuildError(
+            f"installing {what} for {interp.abi_key} failed: {summary}",
+            fix="run 'launcher doctor' for the installer's full output",
+        ).with_log(proc.stderr)
+
+
+def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *, build: str = "fallback",
+           say: Callable[[str], None] | None = None) -> Manifest:
     from launcher.uvbin import find_uv, uv_version
 
     uv = find_uv()
@@ -238,26 +336,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
     tmp.mkdir(parents=True)
     start = time.time()
     try:
-        cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
-               "--link-mode", "copy", "--compile-bytecode", "--no-config", "--quiet"]
-        for link in spec.find_links:
-            cmd += ["--find-links", link]
-        if spec.index_url:
-            cmd += ["--index-url", spec.index_url]
-        if spec.offline:
-            cmd += ["--offline"]
-            if not spec.index_url:
-                cmd += ["--no-index"]
-        cmd += ["--", *spec.requirements]
-        proc = subprocess.run(cmd, env=installer_env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            summary = _summarise_uv_error(lines)
-            raise BuildError(
-                f"installing {' '.join(spec.requirements)} for {interp.abi_key} failed: {summary}",
-                fix="run 'launcher doctor' for the installer's full output",
-            ).with_log(proc.stderr)
+        _install(uv, interp, spec, tmp, build=build, say=say)
         bad = foreign_extensions(tmp, interp)
         if bad:
             rel, why = bad[0]

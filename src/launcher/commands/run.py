@@ -12,7 +12,8 @@ from launcher.commands.options import explicit_flags, runtime_options
 from launcher.ui import reports_errors, say
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False},
+               short_help="Run a command with runtime packages and preloads.")
 @runtime_options
 @click.option("-q", "--quiet", is_flag=True, help="Say nothing unless something fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what is prepared.")
@@ -22,18 +23,25 @@ from launcher.ui import reports_errors, say
 def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, **params: Any) -> None:
     """Run COMMAND so every Python it starts gets the runtime and preloads.
 
-    COMMAND is exec'd: its exit code, signals and stdio are its own.
+    COMMAND is exec'd: its exit code, signals and stdio are its own.  A
+    build that takes a while shows progress on stderr (a live line on a
+    terminal); -q says nothing unless something fails, -v says what was
+    prepared, and on a warm start that the prepared plan was reused.
     """
     from launcher import _fastrun
     from launcher.plan import prepare
+    from launcher.progress import activity_for
 
     talk = (lambda m: None) if quiet else say
     prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=talk,
-                       verbose=verbose or (not quiet and sys.stderr.isatty()))
+                       verbose=verbose or (not quiet and sys.stderr.isatty()),
+                       activity=activity_for(sys.stderr, quiet=quiet, say=say))
     if verbose:
         for pi in prepared.interpreters:
             say(f"{pi.interpreter.executable}: {pi.interpreter.abi_key}, runtime "
                 f"{pi.tree.name if pi.tree else '-'} ({pi.state})")
+        for note in prepared.notes:
+            say(note)
         say(f"exec {' '.join(prepared.argv)}")
     if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
