@@ -89,6 +89,9 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
     if "not found" in low or "no solution" in low or "unsatisfiable" in low:
         cause = ("check the requirement names and versions, and that --find-links/--index-url offer a "
                  f"wheel for {failure.abi_key.split('-')[0]}")
+    elif "forbids source builds" in low:
+        cause = (f"pin a version that publishes wheels for {failure.abi_key.split('-')[0]}, or allow "
+                 "builds with --build fallback (LAUNCHER_BUILD=fallback)")
     elif "cannot import" in low:
         cause = f"pin versions that publish wheels for {failure.abi_key.split('-')[0]}"
     else:
