@@ -67,8 +67,8 @@ def test_cp313_never_builds(py313: str, env: dict[str, str], cache_dir: Path) ->
     assert _trees(cache_dir) == [tree] and len(installs(cache_dir, "built")) == 1
 
 
-def _sdist(dest: Path, name: str, version: str) -> Path:
-    """A real setuptools sdist of a one-module package."""
+def _sdist(dest: Path, name: str, version: str, setup_py: str | None = None) -> Path:
+    """A real setuptools sdist of a one-module package (with `setup_py`, a setup.py too)."""
     files = {
         "pyproject.toml": (f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
                            f'[project]\nname = "{name}"\nversion = "{version}"\n'
@@ -76,6 +76,8 @@ def _sdist(dest: Path, name: str, version: str) -> Path:
         f"{name}.py": f'VERSION = "{version}"\n',
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
     }
+    if setup_py is not None:
+        files["setup.py"] = setup_py
     path = dest / f"{name}-{version}.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         for rel, text in files.items():
