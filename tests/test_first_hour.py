@@ -76,21 +76,6 @@ def test_preload_and_build_complete_their_values(env: dict[str, str]) -> None:
     assert set(complete("launcher doctor --build ", 3)) == {"never", "fallback", "always"}
 
 
-def test_completions_ship_in_the_wheel(tmp_path: Path) -> None:
-    import zipfile
-
-    uv = shutil.which("uv", path=str(LAUNCHER.parent))
-    assert uv is not None
-    subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), "--offline", str(REPO)],
-                   check=True, capture_output=True, timeout=300)
-    [wheel] = tmp_path.glob("*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    data = next(n.split("/")[0] for n in names if ".data/" in n)
-    for path in ("share/bash-completion/completions/launcher", "share/zsh/site-functions/_launcher",
-                 "share/fish/vendor_completions.d/launcher.fish"):
-        assert f"{data}/data/{path}" in names, path
-
-
 def test_a_directory_as_command_says_it_is_a_directory(env: dict[str, str], tmp_path: Path) -> None:
     proc = launcher("run", "--", str(tmp_path), env=env)
     assert proc.returncode == 126 and proc.stdout == ""
