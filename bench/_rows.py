@@ -267,6 +267,8 @@ def _gate(which: str) -> RowFn:
 
 def rows() -> list[tuple[Row, RowFn]]:
     """Every row, in the order of the table (cheap rows first, the cold herd last)."""
+    from rows_firsthour import launch_installed_row, launch_vs_uv_run_row
+
     return [
         (Row("gate-3.11", "gate, matched path (3.11, venv of the machine's python3)", GATE_A, BARE, 1.10),
          _gate("3.11")),
@@ -282,6 +284,9 @@ def rows() -> list[tuple[Row, RowFn]]:
         (Row("launch", "launch: warm `launcher run` (3.11)",
              "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.2),
          launch),
+        launch_installed_row("uv"),
+        launch_installed_row("pip"),
+        launch_vs_uv_run_row(),
         (Row("memory", "memory: peak RSS of a gated start (3.11)", GATE_A, BARE, 1024, unit="kib"),
          memory),
         (Row("fan-out", "fan-out: 16 spawn workers importing markupsafe (3.11)",
