@@ -143,3 +143,13 @@ def test_the_gates_builds_obey_the_policy(py311: str, pypy: str, env: dict[str, 
     fallback = launcher("run", *offline_with("markupsafe"), "--", py311, "-c", parent, env=env)
     assert fallback.returncode == 0 and fallback.stdout.startswith(str(cache_dir / "trees" / "pypy39-pp73")), \
         fallback.stderr
+
+
+def test_prewarm_says_when_it_builds_from_source(pypy: str, env: dict[str, str], tmp_path: Path) -> None:
+    proc = launcher("prewarm", "--python", pypy, *offline_with("markupsafe"), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert sum("no wheels of markupsafe for pypy39-pp73" in ln and "building from source" in ln
+               for ln in lines) == 1, lines
+    assert any(ln.startswith("launcher: prewarm: pypy39-pp73") and ": built (1 package)" in ln for ln in lines)
+    assert not any("runs without it" in ln for ln in lines)

@@ -78,13 +78,16 @@ def prepare(
     say: Any = None,
     verbose: bool = False,
     activity: Callable[[str], AbstractContextManager[object]] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Prepared:
     """Prepare `command` the way `launcher run` does.
 
     `flags` are settings given explicitly (keys as in config files, e.g.
     ``{"with": ["markupsafe"], "offline": True}``) and win over the
     environment and the project file; or pass a ready `settings`.
-    `activity(text)` wraps each build (see `launcher.progress`).
+    `activity(text)` wraps each build (see `launcher.progress`); `note` gets
+    one-line notes said while building (default: `say`), e.g. that no wheels
+    fit and a package is compiled.
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -174,7 +177,7 @@ def prepare(
         try:
             result = ensure_tree(layout, interp, spec, run_id=run_id, requested_by="launcher",
                                  lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl,
-                                 build=settings.build, say=say, activity=activity)
+                                 build=settings.build, say=note or say, activity=activity)
         except BuildError as exc:
             msg = (f"could not build the runtime for {interp.abi_key} ({exc.message}); "
                    "the command runs without it. Run 'launcher doctor' for details.")

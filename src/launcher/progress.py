@@ -46,10 +46,12 @@ def _live(stream: TextIO) -> Activity:
         from rich.console import Console
         from rich.markup import escape
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        described = TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"))
+        progress = Progress(SpinnerColumn(), described, TimeElapsedColumn(),
                             console=Console(file=stream), transient=True,
-                            redirect_stdout=False)
+                            redirect_stdout=False, expand=True)
         progress.add_task(escape(text), total=None)
         with _after(DELAY, progress.start, progress.stop):
             yield
