@@ -50,7 +50,7 @@ def test_fallback_on_pypy_builds_from_source_and_says_so(pypy: str, env: dict[st
     assert proc.stdout.startswith(str(cache_dir / "trees" / "pypy39-pp73"))
     notes = [ln for ln in proc.stderr.splitlines() if "building from source" in ln]
     assert notes == [f"launcher: no wheels of markupsafe for {_trees(cache_dir)[0].rsplit('-', 1)[0]}: "
-                     "building from source (--build never forbids this)"]
+                     "building from source (--build never would forbid that)"]
     assert len(installs(cache_dir, "built")) == 1
 
 

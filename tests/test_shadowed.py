@@ -46,6 +46,9 @@ def test_run_verbose_names_the_shadowing_version_and_the_fix(venv_with_old_six: 
     assert line == (f"launcher: --with 'six>=1.17' is shadowed for {venv_with_old_six}: six 1.16.0 in {site} "
                     "comes first and does not satisfy it; use --with-priority first to put the runtime "
                     "tree ahead")
+    again = launcher("run", "-v", "--with", "six>=1.17", *_links(), "--", venv_with_old_six, "-c", SIX_VERSION,
+                     env=env, check=True)
+    assert line in again.stderr.splitlines()  # said on every -v run, not lost to the warm path
     first = launcher("run", "-v", "--with-priority", "first", "--with", "six>=1.17", *_links(), "--",
                      venv_with_old_six, "-c", SIX_VERSION, env=env, check=True)
     assert first.stdout == "1.17.0\n" and "shadowed" not in first.stderr

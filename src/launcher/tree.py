@@ -298,7 +298,8 @@ def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
 
     def run(binary_only: bool) -> subprocess.CompletedProcess[str]:
         return subprocess.run(install_command(uv, interp, spec, tmp, binary_only=binary_only), env=env,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                              capture_output=True, encoding="utf-8", errors="replace",
+                              stdin=subprocess.DEVNULL)
 
     what = " ".join(spec.requirements)
     proc = run(binary_only=build != "always")
@@ -314,7 +315,7 @@ def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
         if needs is not None:
             if say is not None:
                 say(f"no wheels of {', '.join(needs) or what} for {interp.abi_key}: building from source "
-                    "(--build never forbids this)")
+                    "(--build never would forbid that)")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             proc = run(binary_only=False)

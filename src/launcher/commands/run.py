@@ -43,7 +43,10 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
         for note in prepared.notes:
             say(note)
         say(f"exec {' '.join(prepared.argv)}")
-    if not prepared.warnings and os.environ.get("LAUNCHER_RUN_ID") is None \
+    # A -v run with notes (a shadowed requirement) is not memoised: the warm
+    # path could not repeat them, and -v is asked to say them every time.
+    if not prepared.warnings and not (verbose and prepared.notes) \
+            and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
         _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
                           prepared.watch, str(prepared.layout.root))
