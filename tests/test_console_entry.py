@@ -71,8 +71,11 @@ def test_pip_installs_our_script(wheel: Path, tmp_path: Path) -> None:
     assert (venv / "share" / "bash-completion" / "completions" / "launcher").exists()
 
 
-def test_the_warm_path_imports_nothing_the_script_does_not_need(env: dict[str, str], py311: str) -> None:
-    args = ["run", "--with", "six", "--find-links", str(WHEELHOUSE), "--offline", "--", py311, "-c", "pass"]
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
+def test_the_warm_path_imports_nothing_the_script_does_not_need(verbose: list[str], env: dict[str, str],
+                                                                 py311: str) -> None:
+    args = ["run", *verbose, "--with", "six", "--find-links", str(WHEELHOUSE), "--offline", "--", py311, "-c",
+            "pass"]
     launcher(*args, env=env, check=True)
     proc = subprocess.run([sys.executable, "-X", "importtime", str(LAUNCHER), *args], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -83,3 +86,4 @@ def test_the_warm_path_imports_nothing_the_script_does_not_need(env: dict[str, s
     assert ours == ["launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute"]
     for heavy in ("re", "typing", "click", "json", "subprocess", "pathlib"):
         assert heavy not in mods, heavy
+    assert ("launcher: warm start: " in proc.stderr) == bool(verbose)
