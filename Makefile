@@ -18,14 +18,16 @@ setup: $(VENV)/.stamp
 
 # The foreign interpreters (cp313, free-threaded cp313t) the tests and the
 # demo use, unpacked from ../shared/pythons.
+# Without ../shared: one line naming the fix, and no stamp (a later run retries).
 pythons: $(PYTHONS)/.stamp
 $(PYTHONS)/.stamp:
+	$(if $(wildcard $(SHARED)/pythons/*.tar.xz),,$(error no interpreters in $(SHARED)/pythons/*.tar.xz: point SHARED=DIR at the shared directory, e.g. make $(MAKECMDGOALS) SHARED=/path/to/shared))
 	mkdir -p $(PYTHONS)
-	for f in $(SHARED)/pythons/*.tar.xz; do tar xJf $$f -C $(PYTHONS); done
+	@for f in $(SHARED)/pythons/*.tar.xz; do tar xJf "$$f" -C $(PYTHONS) || { echo "make: cannot unpack $$f" >&2; exit 1; }; done
 	touch $@
 
 demo: setup pythons
-	$(PY) examples/demo.py
+	SHARED=$(SHARED) $(PY) examples/demo.py
 
 test: setup pythons
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -328,6 +328,7 @@ def _executor(mode: str) -> RowFn:
 def rows() -> list[tuple[Row, RowFn]]:
     """Every row, in the order of the table (cheap rows first, the cold herd last)."""
     import rows_cache
+    from rows_firsthour import launch_installed_row, launch_vs_uv_run_row
 
     return [
         (Row("gate-3.11", "gate, matched path (3.11, venv of the machine's python3)", GATE_A, BARE, 1.10),
@@ -347,6 +348,9 @@ def rows() -> list[tuple[Row, RowFn]]:
         (Row("warm-big-tree", "warm `launcher run` with a 5,000-module runtime tree (3.11)",
              "`launcher run --with bigtree ... -- python -c pass` (warm; ~10,000 files in the tree)",
              "the same with `--with markupsafe` (warm; a small tree)", 1.10), rows_cache.warm_big_tree),
+        launch_installed_row("uv"),
+        launch_installed_row("pip"),
+        launch_vs_uv_run_row(),
         (Row("memory", "memory: peak RSS of a gated start (3.11)", GATE_A, BARE, 1024, unit="kib"),
          memory),
         (Row("fan-out", "fan-out: 16 spawn workers importing markupsafe (3.11)",

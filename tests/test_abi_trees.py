@@ -34,7 +34,8 @@ def launched(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     out = {}
     for which in CASES:
         python = request.getfixturevalue(which)
-        proc = launcher("run", *offline_with("markupsafe", "psutil==7.2.2"), "--", python, "-c", SHOW,
+        # -q: a build that outlasts half a second would print its progress line.
+        proc = launcher("run", "-q", *offline_with("markupsafe", "psutil==7.2.2"), "--", python, "-c", SHOW,
                         env=base, check=True)
         out[which] = (proc, json.loads(proc.stdout))
     assert LAUNCHER.exists()

@@ -150,7 +150,7 @@ def test_launcher_toml(tmp_path: Path, env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("body", "expect"),
     [
-        ('wiht = ["six"]', ["unknown key 'wiht'", "did you mean 'with'?", "allowed keys: cache-dir"]),
+        ('wiht = ["six"]', ["unknown key 'wiht'", "did you mean 'with'?", "allowed keys: build, cache-dir"]),
         ('with_requirements = ["r.txt"]', ["unknown key 'with_requirements'", "did you mean 'with-requirements'?"]),
         ('lock-timeout = "soon"', ["lock-timeout = 'soon' is invalid", "a number of seconds > 0"]),
         ('with = "six"', ["with = 'six' is invalid", "valid list", "use a list of strings"]),

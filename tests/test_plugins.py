@@ -44,7 +44,7 @@ def test_broken_plugin_is_skipped_and_recorded(tmp_path: Path, env: dict[str, st
         # What a wrong-ABI extension looks like at import time.
         "badplugin.py": "raise ImportError(\"No module named 'badplugin._native'\")\n",
     }, "[launcher.plugins]\nbad = badplugin:activate\n")
-    proc = launcher("run", "--record", "--with", "goodplugin", "--with", "badplugin", "--find-links", str(links),
+    proc = launcher("run", "-q", "--record", "--with", "goodplugin", "--with", "badplugin", "--find-links", str(links),
                     "--find-links", str(WHEELHOUSE), "--offline", "--", py313, "-c",
                     "import os; print(os.environ.get('GOOD_PLUGIN'))", env=env, check=True)
     assert proc.stdout == "loaded\n"

@@ -136,7 +136,31 @@ def try_fast(args: "list[str]") -> None:
         env = execute.child_env(environ, ours, ld_preload)
     except Exception:  # a memo we cannot use: the full path decides
         return
+    if ("-v" in args or "--verbose" in args) and verbose(args):
+        try:
+            os.write(2, (f"launcher: warm start: {len(watched)} watched files and {len(trees)} runtime "
+                         f"tree(s) unchanged, reusing the prepared plan; exec {' '.join(argv)}\n"
+                         ).encode("utf-8", "replace"))
+        except OSError:
+            pass
     sys.exit(execute.exec_command(list(argv), env))
+
+
+# `launcher run` options that take no value (every other option takes one).
+FLAGS = ("-q", "--quiet", "-v", "--verbose", "--offline", "--record")
+
+
+def verbose(args: "list[str]") -> bool:
+    """Whether `launcher run` itself got -v (not the command after it)."""
+    it = iter(args[1:])
+    for a in it:
+        if a in ("-v", "--verbose"):
+            return True
+        if a == "--" or not a.startswith("-"):
+            return False
+        if a not in FLAGS and "=" not in a:
+            next(it, None)
+    return False
 
 
 def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str,

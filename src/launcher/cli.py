@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -10,25 +11,52 @@ from launcher import __version__
 from launcher.ui import say
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Shell completion: 'launcher completions bash|zsh|fish' (see the README).")
 @click.version_option(__version__, prog_name="launcher")
 def cli() -> None:
     """Give every Python process of a job ABI-matched runtime packages and native preloads."""
 
 
 def _register() -> None:
-    from launcher.commands import build, cache_cmd, config_cmd, doctor, prewarm, run
+    from launcher.commands import (
+        build,
+        cache_cmd,
+        completions_cmd,
+        config_cmd,
+        doctor,
+        prewarm,
+        run,
+    )
 
     for command in (run.run, doctor.command, config_cmd.command, cache_cmd.command,
-                    prewarm.command, build.build):
+                    prewarm.command, completions_cmd.command, build.build):
         cli.add_command(command)
 
 
 _register()
 
 
+def short_help() -> str:
+    """What `launcher` alone prints: the usage, one line per command, where to read more."""
+    ctx = click.Context(cli, info_name="launcher")
+    lines = ["Usage: launcher COMMAND [ARGS]...", "",
+             "  " + (cli.help or "").strip(), "", "Commands:"]
+    names = [n for n in cli.list_commands(ctx) if not (cli.commands[n].hidden)]
+    width = max(len(n) for n in names)
+    for name in names:
+        lines.append(f"  {name:<{width}}  {cli.commands[name].get_short_help_str(limit=70)}")
+    lines += ["", "Start with: launcher run --with REQ -- python script.py",
+              "More: launcher --help, launcher COMMAND --help"]
+    return "\n".join(lines) + "\n"
+
+
 def main(args: list[str]) -> None:
     """Run the click app; usage errors become one `launcher:` line and exit 2."""
+    if not args and "_LAUNCHER_COMPLETE" not in os.environ:  # (shell completion runs bare too)
+        # Not an error: someone trying the command for the first time.
+        click.echo(short_help(), nl=False)
+        sys.exit(0)
     try:
         rv = cli.main(args=args, prog_name="launcher", standalone_mode=False)
     except click.exceptions.UsageError as exc:

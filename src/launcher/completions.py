@@ -9,17 +9,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 from click.shell_completion import get_completion_class
 
 SHELLS = {"bash": "launcher.bash", "zsh": "launcher.zsh", "fish": "launcher.fish"}
 
 
-def script(shell: str) -> str:
-    from launcher.cli import cli
+def script(shell: str, app: click.Command | None = None) -> str:
+    """The script for `shell`; `app` defaults to the launcher's click app."""
+    if app is None:
+        from launcher.cli import cli
 
+        app = cli
     cls = get_completion_class(shell)
     assert cls is not None, shell
-    return cls(cli, {}, "launcher", "_LAUNCHER_COMPLETE").source()
+    return cls(app, {}, "launcher", "_LAUNCHER_COMPLETE").source()
 
 
 def write_all(directory: Path) -> list[Path]:

@@ -37,6 +37,7 @@ class Settings(BaseModel):
     lock_timeout: float = Field(900.0, alias="lock-timeout", gt=0)
     failure_ttl: float = Field(60.0, alias="failure-ttl", ge=0)
     record: bool = False
+    build: Literal["never", "fallback", "always"] = "fallback"
 
     @field_validator("with_")
     @classmethod

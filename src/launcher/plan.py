@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from launcher.cache import CacheLayout, default_cache_dir
 from launcher.command import CommandTarget, analyse
 from launcher.config import Resolved, Settings, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
-from launcher.probe import Interpreter, probe
+from launcher.probe import Interpreter, interpreter_path, probe
 from launcher.spec import Spec, build_spec, read_requirement_files
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Prepared:
     target: CommandTarget | None
     interpreters: list[PreparedInterpreter] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for -v: e.g. requirements the venv shadows
     watch: list[str] = field(default_factory=list)
     # Published trees the warm path re-checks by their directories' signature
     # (O(directories), not O(files)); `watch` holds plain files only.
@@ -84,6 +86,8 @@ def prepare(
     build: bool = True,
     say: Any = None,
     verbose: bool = False,
+    activity: Callable[[str], AbstractContextManager[object]] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Prepared:
     """Prepare `command` the way `launcher run` does.
 
@@ -94,6 +98,9 @@ def prepare(
     A cache that cannot be written (read-only, full, over quota) never stops
     the command: what it holds is used, what is missing costs one line in
     `warnings` (also passed to `say`), and the command runs without it.
+    `activity(text)` wraps each build (see `launcher.progress`); `note` gets
+    one-line notes said while building (default: `say`), e.g. that no wheels
+    fit and a package is compiled.
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -109,7 +116,7 @@ def prepare(
     req_files = read_requirement_files([workdir / p for p in settings.with_requirements])
     spec = build_spec(settings.with_, req_files,
                       [str(workdir / p) if "://" not in p else p for p in settings.find_links],
-                      settings.index_url, settings.offline)
+                      settings.index_url, settings.offline, settings.build)
     target = _check_command(list(command), environ)
     # Preload libraries are checked before anything is built or run.
     libs = []
@@ -158,11 +165,13 @@ def prepare(
         store.write(spec.save, layout)
         watch.append(str(layout.spec_file(spec.hash)))
 
-    wanted: list[str] = [str(Path(p).expanduser().absolute()) for p in settings.python]
+    wanted: list[str] = [interpreter_path(p, cwd=workdir, search_path=environ.get("PATH"))
+                         for p in settings.python]
     if target is not None and target.interpreter:
         wanted.append(target.interpreter)
     prepared_interps: list[PreparedInterpreter] = []
     warnings: list[str] = []
+    notes: list[str] = []
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
     watch_trees: list[str] = []
 
@@ -187,12 +196,16 @@ def prepare(
         if spec is None:
             prepared_interps.append(PreparedInterpreter(interp, None, "no-spec", shim=shim))
             continue
+        if settings.with_priority == "last":
+            from launcher.shadow import shadowed
+
+            notes.extend(s.line(interp) for s in shadowed(interp, spec.requirements))
         if not build:
             prepared_interps.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash),
                                                         "unbuilt", shim=shim))
             continue
         pi, manifest = _ensure_tree(layout, interp, spec, settings, run_id, shim, store,
-                                    say if verbose else None)
+                                    say if verbose else None, activity, note or say)
         if pi.error is not None:
             warn(f"could not build the runtime for {interp.abi_key} ({pi.error}); "
                  "the command runs without it. Run 'launcher doctor' for details.")
@@ -222,7 +235,7 @@ def prepare(
     env["LAUNCHER_RUN_ID"] = run_id
     return Prepared(argv=exec_argv, env=env, settings=settings, spec=spec, layout=layout,
                     bootstrap=boot, target=target, interpreters=prepared_interps,
-                    warnings=warnings, watch=watch, watch_trees=watch_trees, ours=ours,
+                    warnings=warnings, notes=notes, watch=watch, watch_trees=watch_trees, ours=ours,
                     ld_preload=ld_preload, cache_writable=store.problem is None)
 
 
@@ -244,7 +257,9 @@ def _check_command(argv: list[str], environ: Mapping[str, str]) -> CommandTarget
     target = analyse(argv, environ.get("PATH"))
     if target.resolved is None:
         raise CommandNotFound(f"command not found: {argv[0]}")
-    if os.path.isdir(target.resolved) or not os.access(target.resolved, os.X_OK):
+    if os.path.isdir(target.resolved):
+        raise CommandNotExecutable(f"{argv[0]} is a directory, not a command")
+    if not os.access(target.resolved, os.X_OK):
         raise CommandNotExecutable(f"permission denied: {argv[0]} is not executable")
     return target
 
@@ -295,7 +310,9 @@ class _Store:
 
 
 def _ensure_tree(layout: CacheLayout, interp: Interpreter, spec: Spec, settings: Settings, run_id: str,
-                 shim: str | None, store: _Store, progress: Any) -> tuple[PreparedInterpreter, Manifest | None]:
+                 shim: str | None, store: _Store, progress: Any,
+                 activity: Callable[[str], AbstractContextManager[object]] | None,
+                 note: Callable[[str], None]) -> tuple[PreparedInterpreter, Manifest | None]:
     from launcher.tree import ensure_tree, present_tree
 
     if not store.writable:
@@ -306,7 +323,8 @@ def _ensure_tree(layout: CacheLayout, interp: Interpreter, spec: Spec, settings:
         return PreparedInterpreter(interp, present.path, "present", shim=shim), present.manifest
     try:
         result = ensure_tree(layout, interp, spec, run_id=run_id, requested_by="launcher",
-                             lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl)
+                             lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl,
+                             build=settings.build, say=note, activity=activity)
     except BuildError as exc:
         return PreparedInterpreter(interp, None, "failed", exc.message, shim=shim), None
     if result.state != "present" and progress is not None:
@@ -333,6 +351,8 @@ def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings:
         ours["LAUNCHER_PRIORITY"] = settings.with_priority
     if record:  # not into a read-only cache
         ours["LAUNCHER_RECORD"] = "1"
+    if settings.build != "fallback":
+        ours["LAUNCHER_BUILD"] = settings.build  # for the gate's in-process builds
     if libs:
         ours["LAUNCHER_PRELOAD_LIBS"] = ":".join(lib.path for lib in libs)
         ours["LAUNCHER_PRELOAD_SCOPE"] = settings.preload_scope

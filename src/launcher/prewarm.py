@@ -10,6 +10,7 @@ own lock still guarantees one build per tree across processes.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,7 @@ def plan_jobs(flags: Mapping[str, Any], *, cwd: Path, environ: Mapping[str, str]
 
 
 def run_jobs(p: Plan, jobs: int, reporter: Reporter, *, cwd: Path,
-             environ: Mapping[str, str]) -> list[Job]:
+             environ: Mapping[str, str], say: Callable[[str], None] | None = None) -> list[Job]:
     def one(job: Job) -> Job:
         from launcher.plan import prepare
 
@@ -96,7 +97,7 @@ def run_jobs(p: Plan, jobs: int, reporter: Reporter, *, cwd: Path,
         start = time.monotonic()
         try:
             prepared = prepare((), settings=p.settings.model_copy(update={"python": job.interpreters}),
-                               cwd=cwd, environ=environ)
+                               cwd=cwd, environ=environ, note=say)
         except Exception as exc:  # one bad interpreter must not hide the others' results
             job.state, job.error = "failed", getattr(exc, "message", None) or str(exc)
         else:
@@ -162,8 +163,15 @@ class RichReporter:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(SpinnerColumn(finished_text=" "), TextColumn("{task.description}"),
-                                 TimeElapsedColumn(), console=Console(stderr=True))
+        # The real stderr, captured now: while the display runs, sys.stderr is
+        # rich's proxy, and a console writing to the proxy loses the display.
+        from rich.table import Column
+
+        # The description gives way (ellipsis) so the elapsed time always shows.
+        described = TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"))
+        self.progress = Progress(SpinnerColumn(finished_text=" "), described,
+                                 TimeElapsedColumn(), console=Console(file=sys.stderr),
+                                 redirect_stdout=False, expand=True)
         self.tasks = {j.tree: self.progress.add_task(f"{j.tree}: waiting", total=1, start=False)
                       for j in jobs}
 
@@ -188,7 +196,8 @@ class RichReporter:
 
 
 def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[str], None],
-            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> list[Job]:
+            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None,
+            quiet: bool = False) -> list[Job]:
     """Plan, report the job count, build; returns every job with its outcome."""
     cwd = cwd or Path.cwd()
     environ = dict(os.environ if environ is None else environ)
@@ -200,5 +209,7 @@ def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[s
     say(f"prewarming {n} runtime tree{'s' if n != 1 else ''} in {p.cache_root}, "
         f"{jobs} at a time")
     reporter: PlainReporter | RichReporter = RichReporter(p.jobs) if tty else PlainReporter(say)
+    if quiet:
+        reporter = PlainReporter(lambda m: None)
     with reporter:
-        return run_jobs(p, jobs, reporter, cwd=cwd, environ=environ)
+        return run_jobs(p, jobs, reporter, cwd=cwd, environ=environ, say=say)

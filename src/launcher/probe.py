@@ -64,6 +64,28 @@ class Interpreter:
         return f"{impl} {self.version}{ft}"
 
 
+def interpreter_path(given: str, *, cwd: Path, search_path: str | None) -> str:
+    """What `--python GIVEN` names, as an absolute path (not resolved: a venv's
+    python is not its base).  As in a shell, a bare name (`python3.13`) is
+    looked up on PATH; anything with a slash is a path, relative to `cwd`;
+    a venv directory stands for its python (`--python .venv` too)."""
+    import shutil
+
+    if os.sep not in given and not given.startswith("~") and not (cwd / given).is_dir():
+        found = shutil.which(given, path=search_path)
+        if found is None:
+            raise UsageError(f"--python {given}: no interpreter of that name on PATH",
+                             fix="give its path, or add its directory to PATH")
+        return os.path.abspath(found)
+    p = Path(given).expanduser()
+    p = p if p.is_absolute() else cwd / p
+    if p.is_dir():
+        for name in ("bin/python", "bin/python3"):
+            if (p / name).exists():
+                return str((p / name).absolute())
+    return str(p.absolute())
+
+
 def _fingerprint(path: str) -> tuple[str, str, int, int]:
     real = os.path.realpath(path)
     st = os.stat(real)

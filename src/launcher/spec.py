@@ -3,7 +3,11 @@
 The hash names the tree, so it covers exactly what changes the tree's
 content: the normalised requirements, where packages may come from, and the
 tree format.  `--offline` only changes how the installer may fetch, so it is
-left out.
+left out.  Of the build policy only "always" is in: it lets the installer pick
+a newer release it must compile over an older one with wheels, a different
+tree; "never" and "fallback" resolve binary-only first and differ only in
+whether a failure may retry with builds, so a tree either of them publishes
+is the same tree.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ class Spec:
     # The requirement and constraint files read (each `-r`/`-c` include too):
     # an edit to any of them changes the answer, so the warm path watches them.
     files: tuple[str, ...] = field(default=(), compare=False)
+    source_builds: bool = False  # build = "always": resolve with sdists from the start
+
+    @property
+    def build_policy(self) -> str | None:
+        """"always" when this spec was asked with it, else None (the caller's policy applies)."""
+        return "always" if self.source_builds else None
 
     @property
     def hash(self) -> str:
@@ -40,6 +50,8 @@ class Spec:
         }
         if self.constraints:  # absent otherwise: existing trees keep their names
             doc["constraints"] = sorted(self.constraints)
+        if self.source_builds:
+            doc["build"] = "always"
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:12]
 
@@ -60,6 +72,7 @@ class Spec:
             offline=bool(data.get("offline", False)),
             sources=tuple(data.get("sources", ())),
             constraints=tuple(data.get("constraints", ())),
+            source_builds=bool(data.get("source_builds", False)),
         )
 
     def save(self, layout: CacheLayout) -> Path:
@@ -174,6 +187,7 @@ def build_spec(
     find_links: list[str],
     index_url: str | None,
     offline: bool,
+    build: str = "fallback",
 ) -> Spec | None:
     """The validated spec, or None when nothing was asked for."""
     links = []
@@ -203,4 +217,5 @@ def build_spec(
         sources=tuple(o for _, o in pairs),
         constraints=tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in files.constraints)),
         files=tuple(str(p) for p in files.files),
+        source_builds=build == "always",
     )

@@ -17,6 +17,7 @@ time that does not grow with the number of files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ import re
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from launcher.probe import Interpreter
 from launcher.spec import Spec
 
 MANIFEST = ".launcher-manifest.json"
+CONSTRAINTS = ".launcher-constraints.txt"  # only while uv runs
 PLUGINS = ".launcher-plugins"
 DIRS = ".launcher-dirs"  # every directory of the tree, one relative path per line ("." first)
 PLUGIN_GROUP = "launcher.plugins"
@@ -236,11 +240,17 @@ def ensure_tree(
     lock_timeout: float = 900.0,
     failure_ttl: float = 60.0,
     damaged: str | None = None,
+    build: str = "fallback",
+    say: Callable[[str], None] | None = None,
+    activity: Callable[[str], AbstractContextManager[object]] | None = None,
 ) -> TreeResult:
     """The published, valid tree for (interp, spec); build it if needed.
 
     `damaged`: what a deeper check than ours found wrong with the published
     tree (`launcher cache verify --repair`): rebuild it whatever we see.
+    `build` is the source-build policy (see `install_command`); `say` gets
+    one-line notes (a fallback to source builds); `activity(text)` wraps the
+    slow part (waiting for the lock, installing) so callers can show progress.
     A cache that cannot take the build (full, over quota, read-only) is a
     BuildError like any other: the command runs without the tree.
     """
@@ -249,11 +259,19 @@ def ensure_tree(
         if present is not None:
             return present
     try:
-        return _ensure_locked(layout, interp, spec, run_id=run_id, requested_by=requested_by,
-                              lock_timeout=lock_timeout, failure_ttl=failure_ttl, damaged=damaged)
+        with (activity or _no_activity)(f"preparing the runtime for {interp.abi_key} "
+                                        f"({' '.join(spec.requirements)})"):
+            return _ensure_locked(layout, interp, spec, run_id=run_id, requested_by=requested_by,
+                                  lock_timeout=lock_timeout, failure_ttl=failure_ttl, damaged=damaged,
+                                  build=build, say=say)
     except OSError as exc:
         raise BuildError(f"cannot write to the cache {layout.root}: {exc.strerror or exc}",
                          fix="free space in it, or set LAUNCHER_CACHE_DIR elsewhere") from None
+
+
+@contextlib.contextmanager
+def _no_activity(text: str) -> Iterator[None]:
+    yield
 
 
 def present_tree(layout: CacheLayout, interp: Interpreter, spec: Spec) -> TreeResult | None:
@@ -271,7 +289,8 @@ def present_tree(layout: CacheLayout, interp: Interpreter, spec: Spec) -> TreeRe
 
 
 def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_id: str, requested_by: str,
-                   lock_timeout: float, failure_ttl: float, damaged: str | None) -> TreeResult:
+                   lock_timeout: float, failure_ttl: float, damaged: str | None, build: str,
+                   say: Callable[[str], None] | None) -> TreeResult:
     from filelock import FileLock, Timeout
 
     target = layout.tree(interp.abi_key, spec.hash)
@@ -309,7 +328,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         _clean_stale_tmps(layout, interp.abi_key, spec.hash)
         start = time.time()
         try:
-            manifest = _build(layout, interp, spec, target)
+            manifest = _build(layout, interp, spec, target, build=build, say=say)
         except BuildError as exc:
             _remember_failure(layout, interp, spec, exc)
             _log_install(layout, interp, spec, run_id, requested_by, "failed", time.time() - start, target, exc.message)
@@ -337,7 +356,89 @@ def _lock_holder(lock_path: Path) -> int | None:
         return None
 
 
-def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -> Manifest:
+def install_command(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, binary_only: bool) -> list[str]:
+    """The uv command that installs `spec` for `interp` into `tmp`.
+
+    `binary_only` adds `--no-build`: resolve among wheels alone, so a newest
+    release without a wheel for this ABI loses to an older one that has one
+    (instead of compiling, or failing offline).
+    """
+    cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
+           "--link-mode", "copy", "--compile-bytecode", "--no-config", "--quiet"]
+    if binary_only:
+        cmd += ["--no-build"]
+    for link in spec.find_links:
+        cmd += ["--find-links", link]
+    if spec.index_url:
+        cmd += ["--index-url", spec.index_url]
+    if spec.offline:
+        cmd += ["--offline"]
+        if not spec.index_url:
+            cmd += ["--no-index"]
+    if spec.constraints:
+        cmd += ["--constraint", str(tmp / CONSTRAINTS)]
+    return cmd + ["--", *spec.requirements]
+
+
+# uv's words when only a source build would satisfy the requirements.
+NEEDS_BUILD = ("building from source is disabled", "has no usable wheels", "no wheels with a matching")
+NEEDS_BUILD_FOR = re.compile(r"Wheels are required for `([^`]+)`")
+
+
+def _needs_build(stderr: str) -> list[str] | None:
+    """The packages uv could only have built from source, or None (another failure)."""
+    if not any(s in stderr for s in NEEDS_BUILD):
+        return None
+    return list(dict.fromkeys(NEEDS_BUILD_FOR.findall(stderr)))
+
+
+def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
+             say: Callable[[str], None] | None) -> None:
+    """Wheels first: binary-only, then (policy "fallback") with source builds
+    only when no binary solution exists; "always" lets uv choose freely."""
+    env = installer_env()
+
+    def run(binary_only: bool) -> subprocess.CompletedProcess[str]:
+        if spec.constraints:
+            # Inside the temp dir (removed before the manifest is taken), so a
+            # killed build leaves nothing the stale-temp sweep would miss.
+            (tmp / CONSTRAINTS).write_text("".join(f"{c}\n" for c in spec.constraints), encoding="utf-8")
+        try:
+            return subprocess.run(install_command(uv, interp, spec, tmp, binary_only=binary_only), env=env,
+                                  capture_output=True, encoding="utf-8", errors="replace",
+                                  stdin=subprocess.DEVNULL)
+        finally:
+            (tmp / CONSTRAINTS).unlink(missing_ok=True)
+
+    what = " ".join(spec.requirements)
+    proc = run(binary_only=build != "always")
+    if proc.returncode != 0 and build != "always":
+        needs = _needs_build(proc.stderr)
+        if needs is not None and build == "never":
+            names = ", ".join(needs) or what
+            raise BuildError(
+                f"no wheels of {names} for {interp.abi_key}, and build = \"never\" forbids source builds",
+                fix="pin a version that publishes wheels for this interpreter, or allow builds with "
+                    "--build fallback (LAUNCHER_BUILD=fallback)",
+            ).with_log(proc.stderr)
+        if needs is not None:
+            if say is not None:
+                say(f"no wheels of {', '.join(needs) or what} for {interp.abi_key}: building from source "
+                    "(--build never would forbid that)")
+            safety.remove(tmp)
+            tmp.mkdir(mode=0o700)
+            proc = run(binary_only=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        summary = _summarise_uv_error(lines)
+        raise BuildError(
+            f"installing {what} for {interp.abi_key} failed: {summary}",
+            fix="run 'launcher doctor' for the installer's full output",
+        ).with_log(proc.stderr)
+
+
+def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *, build: str = "fallback",
+           say: Callable[[str], None] | None = None) -> Manifest:
     from launcher.uvbin import find_uv, uv_version
 
     uv = find_uv()
@@ -345,34 +446,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path) -
     tmp.mkdir(mode=0o700)
     start = time.time()
     try:
-        cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
-               "--link-mode", "copy", "--compile-bytecode", "--no-config", "--quiet"]
-        for link in spec.find_links:
-            cmd += ["--find-links", link]
-        if spec.index_url:
-            cmd += ["--index-url", spec.index_url]
-        if spec.offline:
-            cmd += ["--offline"]
-            if not spec.index_url:
-                cmd += ["--no-index"]
-        if spec.constraints:
-            # Inside the temp dir (removed before the manifest is taken), so a
-            # killed build leaves nothing the stale-temp sweep would miss.
-            constraints = tmp / ".launcher-constraints.txt"
-            constraints.write_text("".join(f"{c}\n" for c in spec.constraints), encoding="utf-8")
-            cmd += ["--constraint", str(constraints)]
-        cmd += ["--", *spec.requirements]
-        proc = subprocess.run(cmd, env=installer_env(), capture_output=True, text=True,
-                              encoding="utf-8", errors="replace", stdin=subprocess.DEVNULL)
-        if spec.constraints:
-            (tmp / ".launcher-constraints.txt").unlink(missing_ok=True)
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            summary = _summarise_uv_error(lines)
-            raise BuildError(
-                f"installing {' '.join(spec.requirements)} for {interp.abi_key} failed: {summary}",
-                fix="run 'launcher doctor' for the installer's full output",
-            ).with_log(proc.stderr)
+        _install(uv, interp, spec, tmp, build=build, say=say)
         bad = foreign_extensions(tmp, interp)
         if bad:
             rel, why = bad[0]

@@ -368,11 +368,13 @@ class Report:
 
 
 def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
-          now: float | None = None) -> Report:
+          now: float | None = None, failure_ttl: float | None = None) -> Report:
     """Remove trees unused for `older_than` seconds (and every invalid or
-    incomplete one), stale build dirs, and run/failure records that old."""
+    incomplete one), stale build dirs, run records that old, and failure
+    records that old or past `failure_ttl` (expired: they stop nothing)."""
     now = time.time() if now is None else now
     cutoff = now - older_than
+    failure_cutoff = cutoff if failure_ttl is None else max(cutoff, now - failure_ttl)
 
     def why(t: TreeInfo) -> str | None:
         if t.status in ("invalid", "incomplete"):
@@ -381,7 +383,7 @@ def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
             return f"last used {ago(t.last_used, now)} ({t.last_used_from})"
         return None
 
-    return _sweep(layout, Report(dry_run=dry_run), why, cutoff)
+    return _sweep(layout, Report(dry_run=dry_run), why, cutoff, failure_cutoff)
 
 
 def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
@@ -396,7 +398,7 @@ def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
 
 
 def _sweep(layout: CacheLayout, report: Report, why: Callable[[TreeInfo], str | None],
-           cutoff: float) -> Report:
+           cutoff: float, failure_cutoff: float | None = None) -> Report:
     """Remove the trees `why` names a reason for (never a symlinked entry, never
     a held tree), stale build dirs, and run/failure records older than `cutoff`."""
     doomed = []
@@ -409,7 +411,8 @@ def _sweep(layout: CacheLayout, report: Report, why: Callable[[TreeInfo], str | 
     _remove_trees(layout, doomed, report)
     _remove_stale_build_dirs(layout, report)
     _remove_files(layout.runs, "*.jsonl", "run-record", cutoff, report)
-    _remove_files(layout.failures, "*.json", "failure-record", cutoff, report)
+    _remove_files(layout.failures, "*.json", "failure-record",
+                  cutoff if failure_cutoff is None else failure_cutoff, report)
     _remove_orphan_stamps(layout, report)
     return report
 

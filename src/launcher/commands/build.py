@@ -18,9 +18,10 @@ from launcher.ui import reports_errors, say
 @click.option("--run-id", default="")
 @click.option("--requested-by", default="")
 @click.option("--failure-ttl", type=float, default=60.0)
+@click.option("--build", "policy", type=click.Choice(["never", "fallback", "always"]), default="fallback")
 @reports_errors
 def build(python: str, spec_hash: str, expect_key: str | None, cache_dir: str, run_id: str,
-          requested_by: str, failure_ttl: float) -> None:
+          requested_by: str, failure_ttl: float, policy: str) -> None:
     """Build one runtime tree for PYTHON (internal)."""
     from launcher.cache import CacheLayout, safety
     from launcher.probe import probe
@@ -36,4 +37,5 @@ def build(python: str, spec_hash: str, expect_key: str | None, cache_dir: str, r
     if expect_key and interp.abi_key != expect_key:
         say(f"{python} probes as {interp.abi_key} but its gate computed {expect_key}; not building")
         sys.exit(1)
-    ensure_tree(layout, interp, spec, run_id=run_id, requested_by=requested_by, failure_ttl=failure_ttl)
+    ensure_tree(layout, interp, spec, run_id=run_id, requested_by=requested_by, failure_ttl=failure_ttl,
+                build=spec.build_policy or policy, say=say)

@@ -117,12 +117,15 @@ def _print_report(report: Any, as_json: bool) -> None:
 @_cache_options
 @reports_errors
 def prune(older_than: str, dry_run: bool, cache_dir: str | None, as_json: bool) -> None:
-    """Remove trees not used lately, invalid ones, leftovers of killed builds
-    and old run records.  Trees a running process holds are skipped."""
+    """Remove trees not used lately, invalid ones, leftovers of killed builds,
+    old run records and expired failure records (older than the failure-ttl
+    setting).  Trees a running process holds are skipped."""
     from launcher.cache import manage
+    from launcher.config import resolve
 
     age = manage.parse_age(older_than)
-    _print_report(manage.prune(_layout(cache_dir), age, dry_run=dry_run), as_json)
+    ttl = resolve({"cache-dir": cache_dir} if cache_dir else {}).settings.failure_ttl
+    _print_report(manage.prune(_layout(cache_dir), age, dry_run=dry_run, failure_ttl=ttl), as_json)
 
 
 @command.command("clear", short_help="Remove every tree not in use.")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from launcher.commands.options import explicit_flags, runtime_options
+from launcher.commands.options import explicit_flags, runtime_options_saying
 from launcher.ui import reports_errors
 
 
@@ -26,7 +26,7 @@ def _show(value: Any) -> str:
 
 
 @click.command("config", short_help="Show settings and where they came from.")
-@runtime_options
+@runtime_options_saying("An interpreter, as `launcher run` would take it (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_context
 @reports_errors

@@ -9,12 +9,13 @@ from typing import Any
 
 import click
 
-from launcher.commands.options import explicit_flags, runtime_options
+from launcher.commands.options import explicit_flags, runtime_options_saying
 from launcher.ui import reports_errors
 
 
-@click.command("doctor", context_settings={"allow_interspersed_args": False})
-@runtime_options
+@click.command("doctor", context_settings={"allow_interspersed_args": False},
+               short_help="Explain what is wrong with a setup, and the fix.")
+@runtime_options_saying("An interpreter to check: a path, a name on PATH or a venv dir (repeatable).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as JSON (schema: launcher.doctor.models.Report; see --schema).")
 @click.option("--schema", is_flag=True, help="Print the JSON Schema of --json and exit.")

@@ -7,6 +7,19 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from click.shell_completion import CompletionItem
+
+
+def _complete_preload(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The short names first; anything path-like completes as a file."""
+    from launcher.preload import SHORT_NAMES
+
+    if "/" in incomplete:
+        return [CompletionItem(incomplete, type="file")]
+    return [CompletionItem(n) for n in SHORT_NAMES if n.startswith(incomplete)]
+
+
+BUILD_POLICIES = ("never", "fallback", "always")
 
 # (click declaration, config key)
 RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
@@ -22,9 +35,10 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
     (click.option("--index-url", metavar="URL", help="Passed to the installer."), "index-url"),
     (click.option("--offline", is_flag=True, default=None, help="Install only from local sources."),
      "offline"),
-    (click.option("--python", "python", multiple=True, metavar="PATH",
-                  help="An interpreter to prepare before launch (repeatable)."), "python"),
-    (click.option("--preload", multiple=True, metavar="LIB",
+    (click.option("--python", "python", multiple=True, metavar="PYTHON",
+                  help="An interpreter to prepare before launch: a path, a name on PATH or a venv "
+                       "dir (repeatable)."), "python"),
+    (click.option("--preload", multiple=True, metavar="LIB", shell_complete=_complete_preload,
                   help="A library to preload into every Python descendant: path, soname or "
                        "jemalloc/tcmalloc/asan (repeatable)."), "preload"),
     (click.option("--preload-scope", type=click.Choice(["python", "all"]),
@@ -35,6 +49,10 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
      "preload-missing"),
     (click.option("--cache-dir", metavar="DIR", help="Cache root (default: LAUNCHER_CACHE_DIR or the "
                                                        "user cache dir)."), "cache-dir"),
+    (click.option("--build", type=click.Choice(BUILD_POLICIES),
+                  help="Source builds of runtime packages: never, fallback (default: only when no "
+                       "wheels satisfy the requirements) or always (let the installer choose)."),
+     "build"),
     (click.option("--record", is_flag=True, default=None,
                   help="Record every interpreter start (ABI, tree, preloads mapped) for doctor."),
      "record"),
@@ -42,13 +60,28 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
 PARAM_TO_KEY = {"with_": "with", "with_requirements": "with-requirements", "with_priority": "with-priority",
                 "find_links": "find-links", "index_url": "index-url", "offline": "offline",
                 "python": "python", "preload": "preload", "preload_scope": "preload-scope",
-                "preload_missing": "preload-missing", "cache_dir": "cache-dir", "record": "record"}
+                "preload_missing": "preload-missing", "cache_dir": "cache-dir", "record": "record",
+                "build": "build"}
 
 
 def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for decorator, _key in reversed(RUNTIME_OPTIONS):
         fn = decorator(fn)
     return fn
+
+
+def runtime_options_saying(python_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`runtime_options` with --python described for this command (doctor checks
+    interpreters, prewarm builds for them: run's wording would mislead)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = runtime_options(fn)
+        for p in getattr(fn, "__click_params__", []):
+            if p.name == "python":
+                p.help = python_help
+        return fn
+
+    return decorate
 
 
 def explicit_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:

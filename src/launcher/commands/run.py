@@ -13,7 +13,8 @@ from launcher.commands.options import explicit_flags, runtime_options
 from launcher.ui import reports_errors, say
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False},
+               short_help="Run a command with runtime packages and preloads.")
 @runtime_options
 @click.option("-q", "--quiet", is_flag=True, help="Say nothing unless something fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what is prepared.")
@@ -23,16 +24,22 @@ from launcher.ui import reports_errors, say
 def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, **params: Any) -> None:
     """Run COMMAND so every Python it starts gets the runtime and preloads.
 
-    COMMAND is exec'd: its exit code, signals and stdio are its own.
+    COMMAND is exec'd: its exit code, signals and stdio are its own.  A
+    build that takes a while shows progress on stderr (a live line on a
+    terminal); -q says nothing unless something fails, -v says what was
+    prepared, and on a warm start that the prepared plan was reused.
     """
     from launcher import _fastrun
     from launcher.errors import LauncherError
     from launcher.plan import prepare
+    from launcher.progress import activity_for
 
     # -q silences progress only: a failure is always said, once.
     try:
         prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=say,
-                           verbose=verbose or (not quiet and sys.stderr.isatty()))
+                           verbose=verbose or (not quiet and sys.stderr.isatty()),
+                           activity=activity_for(sys.stderr, quiet=quiet, say=say),
+                           note=(lambda m: None) if quiet else say)
     except LauncherError:
         raise
     except Exception as exc:  # a bug or an environment we did not foresee: never the command's problem
@@ -43,8 +50,13 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
         for pi in prepared.interpreters:
             say(f"{pi.interpreter.executable}: {pi.interpreter.abi_key}, runtime "
                 f"{pi.tree.name if pi.tree else '-'} ({pi.state})")
+        for note in prepared.notes:
+            say(note)
         say(f"exec {' '.join(prepared.argv)}")
-    if not prepared.warnings and prepared.cache_writable and os.environ.get("LAUNCHER_RUN_ID") is None \
+    # A -v run with notes (a shadowed requirement) is not memoised: the warm
+    # path could not repeat them, and -v is asked to say them every time.
+    if not prepared.warnings and prepared.cache_writable and not (verbose and prepared.notes) \
+            and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
         _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
                           prepared.watch, str(prepared.layout.root), prepared.watch_trees)

@@ -51,7 +51,7 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
 
     pythonpath = user_pythonpath(ctx.environ, workdir)
     ctx.subjects = interpreters.collect(ctx.settings.python, ctx.sources.get("python", "command line"),
-                                        ctx.command, workdir)
+                                        ctx.command, workdir, ctx.environ.get("PATH"))
     with _probe_layout(ctx.layout) as probe_layout:
         for s in ctx.subjects:
             s.findings.extend(_guard("interpreter", partial(interpreters.identify, s, probe_layout)))
@@ -72,6 +72,9 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
         covered_failures.add(ctx.layout.failure(interp.abi_key, ctx.spec.hash))
         s.findings.extend(_guard("runtime tree", partial(trees.tree_findings, ctx.layout, interp, ctx.spec,
                                                          ctx.settings.failure_ttl)))
+        if ctx.settings.with_priority == "last":
+            s.findings.extend(_guard("shadowed requirements", partial(trees.shadowed_findings, interp,
+                                                                       ctx.spec)))
 
     cache_f = _guard("cache", lambda: cache.cache_findings(ctx.layout, ctx.settings.lock_timeout))
     if ctx.layout.trees.is_dir():
@@ -137,7 +140,7 @@ def _context(command: list[str], flags: dict[str, Any], environ: dict[str, str],
     try:
         spec = build_spec(settings.with_, [cwd / p for p in settings.with_requirements],
                           [str(cwd / p) if "://" not in p else p for p in settings.find_links],
-                          settings.index_url, settings.offline)
+                          settings.index_url, settings.offline, settings.build)
     except UsageError as exc:
         out.append(fail("settings", exc.message, exc.fix))
     analysis = analyse_command(command, environ, cwd) if command else None

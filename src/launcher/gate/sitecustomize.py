@@ -226,6 +226,7 @@ def _build_now(env, key, tree, exe):
         "--run-id", env.get("LAUNCHER_RUN_ID", ""),
         "--requested-by", str(os.getpid()),
         "--failure-ttl", str(ttl),
+        "--build", env.get("LAUNCHER_BUILD") or "fallback",
     ]
     start = time.time()
     try:

@@ -10,15 +10,17 @@ from launcher.doctor.checks.command import CommandAnalysis
 from launcher.doctor.context import Subject
 from launcher.doctor.models import Finding, fail, ok
 from launcher.errors import LauncherError
-from launcher.probe import Interpreter, probe
+from launcher.probe import Interpreter, interpreter_path, probe
 
 
-def collect(pythons: list[str], python_source: str, command: CommandAnalysis | None, cwd: Path) -> list[Subject]:
-    """--python entries (a venv dir stands for its python), then the command's own interpreter."""
+def collect(pythons: list[str], python_source: str, command: CommandAnalysis | None, cwd: Path,
+            search_path: str | None = None) -> list[Subject]:
+    """--python entries (a venv dir stands for its python, a name is looked up
+    on PATH), then the command's own interpreter."""
     origin = "--python" if python_source in ("command line", "default") else f"python in {python_source}"
     out: dict[str, Subject] = {}
     for given in pythons:
-        path = _interpreter_path(given, cwd)
+        path = interpreter_path(given, cwd=cwd, search_path=search_path)
         out.setdefault(path, Subject(path=path, origin=origin))
     if command is not None and command.interpreter:
         path = os.path.abspath(command.interpreter)
@@ -27,16 +29,6 @@ def collect(pythons: list[str], python_source: str, command: CommandAnalysis | N
         else:
             out[path] = Subject(path=path, origin=command.origin or "the command")
     return list(out.values())
-
-
-def _interpreter_path(given: str, cwd: Path) -> str:
-    p = Path(given).expanduser()
-    p = p if p.is_absolute() else cwd / p
-    if p.is_dir():
-        for name in ("bin/python", "bin/python3", "Scripts/python.exe"):
-            if (p / name).exists():
-                return str(p / name)
-    return str(p)
 
 
 def identify(subject: Subject, layout: CacheLayout) -> list[Finding]:

@@ -92,19 +92,30 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
     if "not found" in low or "no solution" in low or "unsatisfiable" in low:
         cause = ("check the requirement names and versions, and that --find-links/--index-url offer a "
                  f"wheel for {failure.abi_key.split('-')[0]}")
+    elif "forbids source builds" in low:
+        cause = (f"pin a version that publishes wheels for {failure.abi_key.split('-')[0]}, or allow "
+                 "builds with --build fallback (LAUNCHER_BUILD=fallback)")
     elif "cannot import" in low:
         cause = f"pin versions that publish wheels for {failure.abi_key.split('-')[0]}"
     else:
         cause = "fix the cause shown in the installer's output"
-    retry = ("the next launcher run retries" if ago >= ttl
-             else f"launcher run retries after {ttl - ago:.0f}s, or rm {record} to retry at once")
     log = [ln for ln in failure.log.strip().splitlines() if ln.strip()][-LOG_LINES:]
+    facts: dict[str, Any] = {
+        "abi_key": failure.abi_key, "spec_hash": failure.spec_hash, "interpreter": failure.interpreter,
+        "error": failure.error, "at": failure.at, "expired": ago >= ttl,
+        "requirements": list(spec.requirements) if spec else None, "log": failure.log,
+        "record": str(record)}
+    if ago >= ttl:
+        # Past its TTL the record no longer stops anything (the next run
+        # retries): history worth a line, not a failing setup.
+        return ok("failure", f"history: a build of the runtime for {failure.abi_key} "
+                             f"({failure.interpreter}) failed {_ago(ago)} ago ({failure.error}); the "
+                             "record has expired, so the next launcher run retries "
+                             "('launcher cache prune' removes it)", **facts)
+    retry = f"launcher run retries after {ttl - ago:.0f}s, or rm {record} to retry at once"
     return fail("failure", f"the last build of the runtime for {failure.abi_key} ({failure.interpreter}) "
                            f"failed {_ago(ago)} ago: {failure.error}",
-                f"{cause}; {retry}", details=log, abi_key=failure.abi_key, spec_hash=failure.spec_hash,
-                interpreter=failure.interpreter, error=failure.error, at=failure.at,
-                requirements=list(spec.requirements) if spec else None, log=failure.log,
-                record=str(record))
+                f"{cause}; {retry}", details=log, **facts)
 
 
 def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
@@ -171,3 +182,15 @@ def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> lis
             continue  # built since
         out.append(failure_finding(layout, failure, ttl))
     return out
+
+
+def shadowed_findings(interp: Interpreter, spec: Spec) -> list[Finding]:
+    """With priority "last" the interpreter's own packages win: say when one
+    of them does not satisfy the requirement it hides."""
+    from launcher.shadow import shadowed
+
+    return [warn("tree", sh.line(interp), "launcher run --with-priority first ... (or "
+                                          "with-priority = \"first\" in [tool.launcher]), or upgrade "
+                                          f"{sh.name} in {sh.where}",
+                 requirement=sh.requirement, installed=sh.version, where=sh.where, state="shadowed")
+            for sh in shadowed(interp, spec.requirements)]

@@ -1,0 +1,84 @@
+"""Progress for slow steps (building a runtime tree): nothing for the first
+half second, then a live rich line on a terminal (spinner, what, for which
+ABI, elapsed) or one plain `launcher:` line off a terminal.  Always stderr,
+never stdout; `quiet` says nothing.
+
+A step that finishes within the delay shows nothing at all, so warm and
+fast runs stay silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TextIO
+
+DELAY = 0.5
+
+Activity = Callable[[str], AbstractContextManager[object]]
+
+
+def activity_for(stream: TextIO, *, quiet: bool, say: Callable[[str], None]) -> Activity | None:
+    """The progress `plan.prepare(activity=...)` shows on `stream`, or None when quiet."""
+    if quiet:
+        return None
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return _live(stream) if tty else _plain(say)
+
+
+def _plain(say: Callable[[str], None]) -> Activity:
+    @contextlib.contextmanager
+    def activity(text: str) -> Iterator[None]:
+        with _after(DELAY, lambda: say(f"{text} ..."), lambda: None):
+            yield
+
+    return activity
+
+
+def _live(stream: TextIO) -> Activity:
+    @contextlib.contextmanager
+    def activity(text: str) -> Iterator[None]:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.table import Column
+
+        described = TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"))
+        progress = Progress(SpinnerColumn(), described, TimeElapsedColumn(),
+                            console=Console(file=stream), transient=True,
+                            redirect_stdout=False, expand=True)
+        progress.add_task(escape(text), total=None)
+        with _after(DELAY, progress.start, progress.stop):
+            yield
+
+    return activity
+
+
+@contextlib.contextmanager
+def _after(delay: float, start: Callable[[], None], stop: Callable[[], None]) -> Iterator[None]:
+    """Call `start` once `delay` has passed inside the block; `stop` at its end if it started."""
+    lock = threading.Lock()
+    state = {"done": False, "started": False}
+
+    def fire() -> None:
+        with lock:
+            if not state["done"]:
+                state["started"] = True
+                start()
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["done"] = True
+            if state["started"]:
+                stop()
