@@ -349,7 +349,10 @@ def _chain(boot):
             )
         except Exception:
             pass
-    sys.modules["launcher_chained_sitecustomize"] = mod
+        return  # as in a bare run, a failed sitecustomize is not importable
+    # `import sitecustomize` in user code must give the module we shadowed
+    # (its helpers), as in a bare run -- not the gate.
+    sys.modules["sitecustomize"] = mod
 
 
 def shim_path(shim_dir, real):
@@ -415,12 +418,18 @@ def mapped(names):
 
 
 def _preloads(env):
-    """Return True when this process came up through a shim of ours."""
+    """Return True when this process came up through a shim of ours.
+
+    sys.executable stays the real interpreter (pip, venv, ipykernel and
+    virtualenv persist it); the shim reaches children only through transient
+    channels: the multiprocessing executable, PYTHON_EXEC, and the re-exec
+    of any other Python child that starts without it."""
     shim_dir = env.get("LAUNCHER_SHIM_DIR")
     if not shim_dir:
         return False
     pid = str(os.getpid())
     via_shim = env.get("LAUNCHER_SHIM_PID") == pid
+    libs = env.get("LAUNCHER_PRELOAD_LIBS", "").split(":")
     if via_shim:
         # Consume the mark: if this pid later execs the real interpreter
         # directly, LD_PRELOAD is already restored, so it must not pass.
@@ -435,20 +444,12 @@ def _preloads(env):
                  "so its preloads are not loaded (--preload-missing=warn)" % pid)
         if sys.executable:
             try:
-                shim = write_shim(shim_dir, sys.executable, env.get("LAUNCHER_PRELOAD_LIBS", "").split(":"))
+                shim = write_shim(shim_dir, sys.executable, libs)
             except OSError:
                 shim = None
     if shim:
-        # Children started "the Python way" (multiprocessing, torchrun,
-        # subprocess with sys.executable) go through the shim and get preloads.
-        sys.executable = shim
-        mp = sys.modules.get("multiprocessing.spawn")
-        if mp is not None:
-            try:
-                mp.set_executable(shim)
-            except Exception:
-                pass
-        os.environ["PYTHON_EXEC"] = shim
+        _spawn_through(shim)
+        _python_exec(env, shim_dir, shim, libs)
     orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
     if via_shim and orig is not None:
         # Non-Python children (/bin/sh, compilers, git) see the caller's value.
@@ -457,6 +458,83 @@ def _preloads(env):
         else:
             os.environ.pop("LD_PRELOAD", None)
     return via_shim
+
+
+def _python_exec(env, shim_dir, shim, libs):
+    """torchrun starts its workers with PYTHON_EXEC (default sys.executable).
+    A value the user set keeps naming their interpreter, through a shim of
+    its own; otherwise this interpreter's shim.  The user's value travels in
+    LAUNCHER_USER_PYTHON_EXEC so descendants (and a nested launch) keep it."""
+    cur = env.get("PYTHON_EXEC")
+    user = None
+    if cur:
+        user = env.get("LAUNCHER_USER_PYTHON_EXEC") if cur.startswith(shim_dir + "/") else cur
+    if not user:
+        env.pop("LAUNCHER_USER_PYTHON_EXEC", None)
+        env["PYTHON_EXEC"] = shim
+        return
+    env["LAUNCHER_USER_PYTHON_EXEC"] = user
+    try:
+        env["PYTHON_EXEC"] = write_shim(shim_dir, user, libs)
+    except OSError:
+        env["PYTHON_EXEC"] = user  # its workers re-exec through a shim of their own
+
+
+def _set_mp(mod, shim):
+    try:
+        mod.set_executable(shim)
+    except Exception:
+        pass
+
+
+def _spawn_through(shim):
+    """Spawn/forkserver workers start through the shim: multiprocessing.spawn
+    captures sys.executable when it is imported, so set its executable then
+    (a one-shot finder, on the preload path only) or now if it is loaded."""
+    mod = sys.modules.get("multiprocessing.spawn")
+    if mod is not None:
+        _set_mp(mod, shim)
+        return
+
+    class Loader(object):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def create_module(self, spec):
+            return self.inner.create_module(spec)
+
+        def exec_module(self, module):
+            # Nothing of ours stays on the module, nor in sys.meta_path.
+            try:
+                sys.meta_path.remove(hook)
+            except ValueError:
+                pass
+            module.__loader__ = self.inner
+            if getattr(module, "__spec__", None) is not None:
+                module.__spec__.loader = self.inner
+            self.inner.exec_module(module)
+            _set_mp(module, shim)
+
+    class SpawnHook(object):
+        def find_spec(self, name, path=None, target=None):
+            if name != "multiprocessing.spawn":
+                return None
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                if finder is self or find is None:
+                    continue
+                spec = find(name, path, target)
+                if spec is not None:
+                    if hasattr(spec.loader, "exec_module"):
+                        spec.loader = Loader(spec.loader)
+                    return spec
+            return None
+
+    hook = SpawnHook()
+    sys.meta_path.insert(0, hook)
 
 
 def _reexec(env, shim_dir):
@@ -489,6 +567,49 @@ def _reexec(env, shim_dir):
         _say("could not re-exec through the preload shim %s (%s)" % (shim, exc))
 
 
+INSTALLERS = ("pip", "ensurepip", "venv", "virtualenv")
+
+
+def _installer():
+    """Is this process an installer (pip, `-m venv`, ensurepip, virtualenv)?
+    They manage the user's environment: they must not see the runtime tree
+    (pip would call its packages installed and list them).  sys.argv is set
+    before site runs; for `-m` it holds "-m" and the module name is in
+    sys.orig_argv (3.10+) or /proc/self/cmdline -- read only for `-m` runs."""
+    argv = getattr(sys, "argv", None)
+    first = argv[0] if argv else ""
+    if first == "-m":
+        mod = _module_of(getattr(sys, "orig_argv", None) or _orig_argv() or ())
+        return mod.partition(".")[0] in INSTALLERS
+    name = first.rpartition("/")[2]
+    if name[:3] == "pip":  # pip, pip3, pip3.13: the console scripts
+        return not name[3:].strip("0123456789.")
+    return name == "virtualenv"
+
+
+def _module_of(argv):
+    """The X of `python [flags] -m X ...` (flags may be clustered: -sm X, -mX)."""
+    it = iter(argv[1:])
+    for a in it:
+        if a[:1] != "-" or a == "-":
+            return ""
+        if a[:2] == "--":
+            if a == "--check-hash-based-pycs":
+                next(it, None)
+            continue
+        for j in range(1, len(a)):
+            c = a[j]
+            if c == "W" or c == "X":  # take a value: the rest, or the next argument
+                if j == len(a) - 1:
+                    next(it, None)
+                break
+            if c == "c":
+                return ""
+            if c == "m":
+                return a[j + 1:] or next(it, "")
+    return ""
+
+
 def _orig_argv():
     # 3.8/3.9 have no sys.orig_argv; /proc has the exact command line.
     try:
@@ -504,13 +625,15 @@ def _main():
     boot = env.get("LAUNCHER_BOOTSTRAP")
     if not boot:
         return
-    exe = sys.executable  # the real interpreter, before the shim replaces it
+    exe = sys.executable
     via_shim = _preloads(env) if env.get("LAUNCHER_SHIM_DIR") else None
     cache = env.get("LAUNCHER_CACHE_DIR")
     spec = env.get("LAUNCHER_SPEC")
     key = tree = None
     state = "no-spec"
-    if cache and spec:
+    if cache and spec and _installer():
+        state = "installer"  # pip, venv, ensurepip: they manage the user's environment, not ours
+    elif cache and spec:
         key = abi_key()
         tree = cache + "/trees/" + key + "-" + spec
         if os.path.exists(tree + "/" + MANIFEST):
