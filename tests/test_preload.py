@@ -162,6 +162,7 @@ if __name__ == "__main__":
         spawn=via("spawn"),
         forkserver=via("forkserver"),
         sys_executable=child([sys.executable, "-c", CHILD]),
+        isolated=child([sys.executable, "-I", "-c", CHILD]),
         # A shell script starting the interpreter by name, bypassing any shim.
         by_name=child(["sh", "-c", 'PATH="$1:$PATH"; "$2" -c "$3"', "sh",
                        os.path.dirname(real), os.path.basename(real), CHILD]),
@@ -184,10 +185,14 @@ def test_every_python_descendant_maps_jemalloc(which: str, request: pytest.Fixtu
         assert child["ld_preload"] == "<unset>", f"{which} {kind}: caller's LD_PRELOAD not restored"
         assert child["pid"] != got["pid"]
         assert child["executable"] == python, f"{which} {kind}: {child['executable']}"
-    # Workers start through the shim (the multiprocessing executable); children
-    # started with sys.executable or by name re-exec themselves through it once.
-    assert got["by_name"]["reexec"] and got["sys_executable"]["reexec"]
-    assert not got["spawn"]["reexec"] and not got["forkserver"]["reexec"]
+    # Workers start through the shim (the multiprocessing executable), and so do
+    # subprocess children of sys.executable (argv unchanged); a child started by
+    # name re-execs itself once.
+    assert got["by_name"]["reexec"]
+    assert not any(got[k]["reexec"] for k in ("spawn", "forkserver", "sys_executable"))
+    # A -I child runs no gate, which could not restore LD_PRELOAD for its own
+    # children: it is not started through the shim.
+    assert not got["isolated"]["jemalloc"] and got["isolated"]["ld_preload"] == "<unset>"
 
 
 # --- re-exec: once, before user code, argv/cwd/stdin intact ----------------------

@@ -172,20 +172,21 @@ def test_pip_in_a_with_job_sees_and_installs_into_the_venv_only(
     assert list(site.glob("[Mm]arkup[Ss]afe-*.dist-info"))
 
 
-@pytest.mark.parametrize(("argv", "module"), [
-    (["python", "-m", "pip", "install", "x"], "pip"),
-    (["python", "-mpip"], "pip"),
-    (["python", "-s", "-E", "-m", "venv", "v"], "venv"),
-    (["python", "-sm", "ensurepip"], "ensurepip"),
-    (["python", "-W", "ignore", "-X", "utf8", "-m", "pip.__main__"], "pip.__main__"),
-    (["python", "-Wmodule", "-m", "virtualenv"], "virtualenv"),
-    (["python", "--check-hash-based-pycs", "always", "-m", "pip"], "pip"),
-    (["python", "-c", "-m pip"], ""),
-    (["python", "script.py", "-m", "pip"], ""),
-    (["python", "-"], ""),
+@pytest.mark.parametrize(("argv", "flags", "module"), [
+    (["python", "-m", "pip", "install", "x"], "", "pip"),
+    (["python", "-mpip"], "", "pip"),
+    (["python", "-s", "-E", "-m", "venv", "v"], "sE", "venv"),
+    (["python", "-sm", "ensurepip"], "s", "ensurepip"),
+    (["python", "-W", "ignore", "-X", "utf8", "-m", "pip.__main__"], "", "pip.__main__"),
+    (["python", "-WIgnore", "-Xdev", "-I", "-m", "virtualenv"], "I", "virtualenv"),
+    (["python", "--check-hash-based-pycs", "always", "-Bm", "pip"], "B", "pip"),
+    (["python", "-Ic", "-m pip"], "I", ""),
+    (["python", "script.py", "-I", "-m", "pip"], "", ""),
+    (["python", "-"], "", ""),
 ])
-def test_module_of_finds_the_dash_m_module(argv: list[str], module: str) -> None:
-    assert gate._module_of(argv) == module
+def test_interpreter_flags_and_the_dash_m_module_are_read_like_python_does(
+        argv: list[str], flags: str, module: str) -> None:
+    assert gate._flags(argv) == (flags, module)
 
 
 # --- PYTHON_EXEC ---------------------------------------------------------------------

@@ -448,7 +448,7 @@ def _preloads(env):
             except OSError:
                 shim = None
     if shim:
-        _spawn_through(shim)
+        _children_through(shim, env.get("LAUNCHER_BOOTSTRAP"), shim_dir)
         _python_exec(env, shim_dir, shim, libs)
     orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
     if via_shim and orig is not None:
@@ -487,18 +487,35 @@ def _set_mp(mod, shim):
         pass
 
 
-def _spawn_through(shim):
-    """Spawn/forkserver workers start through the shim: multiprocessing.spawn
-    captures sys.executable when it is imported, so set its executable then
-    (a one-shot finder, on the preload path only) or now if it is loaded."""
+def _children_through(shim, boot, shim_dir):
+    """Python children start through the shim while sys.executable stays real:
+    multiprocessing.spawn captures its executable when imported (spawn and
+    forkserver workers, the resource tracker), and subprocess children of
+    sys.executable get the shim as their `executable` (argv unchanged), so
+    neither pays a re-exec.  Both are set when those modules are imported, by
+    a one-shot finder that exists on the preload path only."""
+    hooks = {}
     mod = sys.modules.get("multiprocessing.spawn")
     if mod is not None:
         _set_mp(mod, shim)
-        return
+    else:
+        hooks["multiprocessing.spawn"] = lambda m: _set_mp(m, shim)
+    mod = sys.modules.get("subprocess")
+    if mod is not None:
+        _wrap_popen(mod, shim, boot, shim_dir)
+    else:
+        hooks["subprocess"] = lambda m: _wrap_popen(m, shim, boot, shim_dir)
+    if hooks:
+        _after_import(hooks)
+
+
+def _after_import(hooks):
+    """Call hooks[name](module) right after `name` is first executed."""
 
     class Loader(object):
-        def __init__(self, inner):
+        def __init__(self, inner, name):
             self.inner = inner
+            self.name = name
 
         def __getattr__(self, name):
             return getattr(self.inner, name)
@@ -507,38 +524,82 @@ def _spawn_through(shim):
             return self.inner.create_module(spec)
 
         def exec_module(self, module):
-            # Nothing of ours stays on the module, nor in sys.meta_path.
-            try:
-                sys.meta_path.remove(hook)
-            except ValueError:
-                pass
+            # Nothing of ours stays on the module, nor (once done) in sys.meta_path.
             module.__loader__ = self.inner
             if getattr(module, "__spec__", None) is not None:
                 module.__spec__.loader = self.inner
             self.inner.exec_module(module)
-            _set_mp(module, shim)
+            hook = hooks.pop(self.name, None)
+            if not hooks:
+                try:
+                    sys.meta_path.remove(finder)
+                except ValueError:
+                    pass
+            if hook is not None:
+                try:
+                    hook(module)
+                except Exception:
+                    pass
 
-    class SpawnHook(object):
+    class Finder(object):
         def find_spec(self, name, path=None, target=None):
-            if name != "multiprocessing.spawn":
+            if name not in hooks:
                 return None
-            for finder in sys.meta_path:
-                find = getattr(finder, "find_spec", None)
-                if finder is self or find is None:
+            for other in sys.meta_path:
+                find = getattr(other, "find_spec", None)
+                if other is self or find is None:
                     continue
                 spec = find(name, path, target)
                 if spec is not None:
                     if hasattr(spec.loader, "exec_module"):
-                        spec.loader = Loader(spec.loader)
+                        spec.loader = Loader(spec.loader, name)
                     return spec
             return None
 
-    hook = SpawnHook()
-    sys.meta_path.insert(0, hook)
+    finder = Finder()
+    sys.meta_path.insert(0, finder)
+
+
+def _wrap_popen(mod, shim, boot, shim_dir):
+    cls = getattr(mod, "Popen", None)
+    inner = getattr(cls, "_execute_child", None)
+    if inner is None or getattr(inner, "_launcher_shim", None) is not None:
+        return
+    real = sys.executable
+
+    def _execute_child(self, args, executable, *rest, **kw):
+        # (args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
+        # creationflags, shell, ...) on every CPython 3.8+ and PyPy.
+        try:
+            env = rest[4] if len(rest) > 4 else kw.get("env")
+            shell = rest[7] if len(rest) > 7 else kw.get("shell")
+            if (executable is None and not shell and isinstance(args, (list, tuple)) and args
+                    and args[0] == real and _gated_env(os.environ if env is None else env, boot, shim_dir)
+                    and not _isolating(args)):
+                executable = shim
+        except Exception:
+            pass
+        return inner(self, args, executable, *rest, **kw)
+
+    _execute_child._launcher_shim = shim
+    cls._execute_child = _execute_child
+
+
+def _gated_env(env, boot, shim_dir):
+    """Will the gate run (and restore LD_PRELOAD) in a child with this env?"""
+    return (env.get("LAUNCHER_BOOTSTRAP") == boot and env.get("LAUNCHER_SHIM_DIR") == shim_dir
+            and boot in env.get("PYTHONPATH", "").split(os.pathsep))
+
+
+def _isolating(argv):
+    # -I/-E/-S skip PYTHONPATH or site: no gate there to restore LD_PRELOAD,
+    # so such a child must not start through the shim.
+    flags = _flags(argv)[0]
+    return "I" in flags or "E" in flags or "S" in flags
 
 
 def _reexec(env, shim_dir):
-    """Re-exec once through the shim with the exact original argv."""
+    """Re-exec once, preloaded, with the exact original argv."""
     pid = str(os.getpid())
     if env.get("LAUNCHER_REEXEC_PID") == pid:
         return  # we already tried in this process: never loop
@@ -560,11 +621,18 @@ def _reexec(env, shim_dir):
     except OSError as exc:
         _say("cannot write the preload shim in %s (%s); preloads are not loaded here" % (shim_dir, exc))
         return
-    os.environ["LAUNCHER_REEXEC_PID"] = pid
+    # What the shim does, done here: one exec (of the interpreter) instead of
+    # two (/bin/sh, then the interpreter).  Keep in step with shim_text.
+    new = dict(os.environ)
+    cur = new.get("LD_PRELOAD")
+    new["LAUNCHER_ORIG_LD_PRELOAD"] = "unset" if cur is None else "set:" + cur
+    new["LD_PRELOAD"] = env.get("LAUNCHER_PRELOAD_LIBS", "") + (":" + cur if cur else "")
+    new["LAUNCHER_SHIM_PID"] = new["LAUNCHER_REEXEC_PID"] = pid
+    new["LAUNCHER_SHIM"] = shim
     try:
-        os.execv(shim, [shim] + list(argv[1:]))
+        os.execve(exe, [exe] + list(argv[1:]), new)
     except OSError as exc:
-        _say("could not re-exec through the preload shim %s (%s)" % (shim, exc))
+        _say("could not re-exec %s with its preloads (%s)" % (exe, exc))
 
 
 INSTALLERS = ("pip", "ensurepip", "venv", "virtualenv")
@@ -579,7 +647,7 @@ def _installer():
     argv = getattr(sys, "argv", None)
     first = argv[0] if argv else ""
     if first == "-m":
-        mod = _module_of(getattr(sys, "orig_argv", None) or _orig_argv() or ())
+        mod = _flags(getattr(sys, "orig_argv", None) or _orig_argv() or ())[1]
         return mod.partition(".")[0] in INSTALLERS
     name = first.rpartition("/")[2]
     if name[:3] == "pip":  # pip, pip3, pip3.13: the console scripts
@@ -587,27 +655,30 @@ def _installer():
     return name == "virtualenv"
 
 
-def _module_of(argv):
-    """The X of `python [flags] -m X ...` (flags may be clustered: -sm X, -mX)."""
+def _flags(argv):
+    """(single-letter flags, the -m module or "") of `python [flags] ...`;
+    flags may be clustered (-sm X, -mX) and -W/-X take a value."""
+    flags = ""
     it = iter(argv[1:])
     for a in it:
-        if a[:1] != "-" or a == "-":
-            return ""
+        if not isinstance(a, str) or a[:1] != "-" or a == "-":
+            break
         if a[:2] == "--":
             if a == "--check-hash-based-pycs":
                 next(it, None)
             continue
         for j in range(1, len(a)):
             c = a[j]
-            if c == "W" or c == "X":  # take a value: the rest, or the next argument
+            if c == "W" or c == "X":  # the rest, or the next argument, is its value
                 if j == len(a) - 1:
                     next(it, None)
                 break
             if c == "c":
-                return ""
+                return flags, ""
             if c == "m":
-                return a[j + 1:] or next(it, "")
-    return ""
+                return flags, a[j + 1:] or next(it, "")
+            flags += c
+    return flags, ""
 
 
 def _orig_argv():
