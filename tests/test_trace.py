@@ -192,6 +192,13 @@ def test_interpreter_flags_and_the_dash_m_module_are_read_like_python_does(
 # --- PYTHON_EXEC ---------------------------------------------------------------------
 
 SHOW_EXEC = "import os; print(os.environ.get('PYTHON_EXEC', '<unset>'))"
+MAPS = ("import json, os, sys; m = open('/proc/self/maps').read(); "
+        "print(json.dumps({'executable': sys.executable, 'jemalloc': '/libjemalloc' in m, "
+        "'reexec': os.environ.get('LAUNCHER_REEXEC_PID') == str(os.getpid())}))")
+CHILD_FACTS = ("import json, os, subprocess, sys; m = open('/proc/self/maps').read(); "
+               f"c = subprocess.run([sys.executable, '-c', {MAPS!r}], capture_output=True, text=True).stdout; "
+               "print(json.dumps({'executable': sys.executable, 'jemalloc': '/libjemalloc' in m, "
+               "'reexec': os.environ.get('LAUNCHER_REEXEC_PID') == str(os.getpid()), 'child': json.loads(c)}))")
 
 
 def test_users_python_exec_survives_descendants_and_a_nested_launch(
@@ -213,6 +220,21 @@ def test_users_python_exec_survives_descendants_and_a_nested_launch(
     assert execute.child_env(outer, {"LAUNCHER_BOOTSTRAP": "/c/bootstrap/y"})["PYTHON_EXEC"] == py313t
     del outer["LAUNCHER_USER_PYTHON_EXEC"]
     assert "PYTHON_EXEC" not in execute.child_env(outer, {"LAUNCHER_BOOTSTRAP": "/c/bootstrap/y"})
+
+
+def test_a_python_exec_by_name_is_shimmed_as_the_path_its_workers_will_have(
+        py311: str, py313t: str, env: dict[str, str], jemalloc: str) -> None:
+    env["PYTHON_EXEC"] = os.path.basename(py313t)
+    env["PATH"] = f"{os.path.dirname(py313t)}{os.pathsep}{env['PATH']}"
+    code = ("import os, subprocess, sys; print(os.environ['PYTHON_EXEC']); sys.stdout.flush(); "
+            f"subprocess.run([os.environ['PYTHON_EXEC'], '-c', {CHILD_FACTS!r}])")
+    out = launcher("run", "--preload", "jemalloc", "--", py311, "-c", code, env=env, check=True).stdout
+    shim, facts = out.splitlines()
+    assert f"exec '{py313t}' " in Path(shim).read_text()
+    worker = json.loads(facts)
+    assert worker["executable"] == py313t and worker["jemalloc"] and not worker["reexec"]
+    # The worker's own sys.executable children start through its shim too.
+    assert worker["child"]["jemalloc"] and not worker["child"]["reexec"]
 
 
 def test_a_python_exec_the_user_unsets_in_a_child_is_not_brought_back(

@@ -474,10 +474,21 @@ def _python_exec(env, shim_dir, shim, libs):
         env["PYTHON_EXEC"] = shim
         return
     env["LAUNCHER_USER_PYTHON_EXEC"] = user
+    # The shim names it as the workers' sys.executable will (an absolute
+    # path), so their own children match it and start through a shim too.
+    target = os.path.abspath(user) if "/" in user else _which(user, env.get("PATH", os.defpath)) or user
     try:
-        env["PYTHON_EXEC"] = write_shim(shim_dir, user, libs)
+        env["PYTHON_EXEC"] = write_shim(shim_dir, target, libs)
     except OSError:
         env["PYTHON_EXEC"] = user  # its workers re-exec through a shim of their own
+
+
+def _which(name, path):
+    for d in path.split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return os.path.abspath(cand)
+    return None
 
 
 def _set_mp(mod, shim):
