@@ -259,3 +259,25 @@ def test_doctor_reports_the_users_python_exec(py313t: str, env: dict[str, str]) 
     report = json.loads(launcher("doctor", "--json", env=env).stdout)
     found = [f for g in report["groups"] for f in g["findings"] if "PYTHON_EXEC" in f.get("facts", {})]
     assert len(found) == 1 and found[0]["status"] == "warn" and "names no existing interpreter" in found[0]["message"]
+
+
+def test_uv_pip_in_a_with_job_installs_into_the_venv(py311: str, env: dict[str, str], tmp_path: Path) -> None:
+    # uv queries an interpreter with `python -I`: no gate, so no tree, there.
+    from launcher.uvbin import find_uv
+
+    venv = tmp_path / "venv"
+    subprocess.run([py311, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    job = ("run", *offline_with("markupsafe"), "--")
+    where = launcher(*job, python, "-c", "import markupsafe; print(markupsafe.__file__)", env=env, check=True)
+    assert "/trees/cp311-" in where.stdout
+    uv = (find_uv(), "pip")
+    listed = launcher(*job, *uv, "list", "--python", python, "--format", "json", env=env, check=True)
+    assert "markupsafe" not in listed.stdout.lower()
+    launcher(*job, *uv, "install", "--python", python, "--offline", "--no-index", "--find-links",
+             str(WHEELHOUSE), "markupsafe", env=env, check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert list(site.glob("markupsafe/_speedups.cpython-311-*.so")), "markupsafe is not in the venv"
+    shebangs = [p.read_text(errors="replace").splitlines()[0] for p in (venv / "bin").iterdir()
+                if p.is_file() and p.read_bytes()[:2] == b"#!"]
+    assert not [s for s in shebangs if env["LAUNCHER_CACHE_DIR"] in s or "/shims/" in s]
