@@ -20,7 +20,7 @@ import pytest
 from conftest import foreign_python, launcher, missing
 from launcher import preload
 from launcher.errors import UsageError
-from launcher.gate import sitecustomize as gate
+from launcher.gate import _launcher_preloads as gate
 
 
 def _need(name: str, how: str) -> str:

@@ -146,7 +146,7 @@ def prepare(
         watch.append(path)
         shim = None
         if shim_dir is not None:
-            from launcher.gate.sitecustomize import write_shim
+            from launcher.gate._launcher_preloads import write_shim
 
             shim = write_shim(str(shim_dir), interp.executable, [lib.path for lib in libs])
             watch.append(shim)

@@ -355,101 +355,29 @@ def _chain(boot):
     sys.modules["sitecustomize"] = mod
 
 
-def shim_path(shim_dir, real):
-    """Where the shim for interpreter `real` (path kept unresolved) lives."""
-    import zlib
-
-    return "%s/%s-%08x" % (shim_dir, os.path.basename(real), zlib.crc32(real.encode("utf-8", "surrogateescape")))
-
-
-def _sh_quote(s):
-    return "'" + s.replace("'", "'\"'\"'") + "'"
-
-
-def shim_text(path, real, preloads):
-    """A /bin/sh shim: remember the caller's LD_PRELOAD (unset distinct from
-    empty), put ours first, mark this pid, exec the real interpreter by its
-    unresolved path (so a venv stays a venv)."""
-    return (
-        "#!/bin/sh\n"
-        "# launcher preload shim for %(real)s -- generated, do not edit\n"
-        'if [ "${LD_PRELOAD+set}" = set ]; then LAUNCHER_ORIG_LD_PRELOAD="set:$LD_PRELOAD"; '
-        "else LAUNCHER_ORIG_LD_PRELOAD=unset; fi\n"
-        'LD_PRELOAD=%(pre)s"${LD_PRELOAD:+:$LD_PRELOAD}"\n'
-        "LAUNCHER_SHIM_PID=$$\n"
-        "LAUNCHER_SHIM=%(self)s\n"
-        "export LD_PRELOAD LAUNCHER_ORIG_LD_PRELOAD LAUNCHER_SHIM_PID LAUNCHER_SHIM\n"
-        'exec %(real)s "$@"\n'
-    ) % {"real": _sh_quote(real), "pre": _sh_quote(":".join(preloads)), "self": _sh_quote(path)}
-
-
-def write_shim(shim_dir, real, preloads):
-    """Create (atomically, idempotently) the shim for `real`; return its path."""
-    path = shim_path(shim_dir, real)
-    text = shim_text(path, real, preloads)
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return path
-    except OSError:
-        pass
-    os.makedirs(shim_dir, 0o755, exist_ok=True)
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.rename(tmp, path)
-    return path
-
-
-def mapped(names):
-    """Which of `names` (paths or sonames) are really mapped into this process."""
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-    except OSError:
-        return None
-    out = []
-    for n in names:
-        base = os.path.basename(n)
-        if ("/" + base) in maps or (os.path.realpath(n) in maps):
-            out.append(n)
-    return out
-
-
 def _preloads(env):
     """Return True when this process came up through a shim of ours.
 
     sys.executable stays the real interpreter (pip, venv, ipykernel and
     virtualenv persist it); the shim reaches children only through transient
-    channels: the multiprocessing executable, PYTHON_EXEC, and the re-exec
-    of any other Python child that starts without it."""
+    channels: the multiprocessing executable, subprocess children of
+    sys.executable, PYTHON_EXEC, and the re-exec of any other Python child.
+    What is rarely needed lives in _launcher_preloads.py, loaded on demand."""
     shim_dir = env.get("LAUNCHER_SHIM_DIR")
     if not shim_dir:
         return False
     pid = str(os.getpid())
     via_shim = env.get("LAUNCHER_SHIM_PID") == pid
-    libs = env.get("LAUNCHER_PRELOAD_LIBS", "").split(":")
     if via_shim:
         # Consume the mark: if this pid later execs the real interpreter
         # directly, LD_PRELOAD is already restored, so it must not pass.
         env.pop("LAUNCHER_SHIM_PID", None)
-    shim = env.get("LAUNCHER_SHIM") if via_shim else None
-    if not via_shim:
-        policy = env.get("LAUNCHER_PRELOAD_MISSING", "reexec")
-        if policy == "reexec":
-            _reexec(env, shim_dir)  # returns only when it must not or could not
-        elif policy == "warn":
-            _say("this interpreter (pid %s) was not started through the launcher's shim, "
-                 "so its preloads are not loaded (--preload-missing=warn)" % pid)
-        if sys.executable:
-            try:
-                shim = write_shim(shim_dir, sys.executable, libs)
-            except OSError:
-                shim = None
+        shim = env.get("LAUNCHER_SHIM")
+    else:
+        shim = _preload_mod().not_via_shim(env, shim_dir, pid)
     if shim:
-        _children_through(shim, env.get("LAUNCHER_BOOTSTRAP"), shim_dir)
-        _python_exec(env, shim_dir, shim, libs)
+        _python_exec(env, shim_dir, shim)
+        _hook_children(shim, env.get("LAUNCHER_BOOTSTRAP"), shim_dir)
     orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
     if via_shim and orig is not None:
         # Non-Python children (/bin/sh, compilers, git) see the caller's value.
@@ -460,190 +388,72 @@ def _preloads(env):
     return via_shim
 
 
-def _python_exec(env, shim_dir, shim, libs):
-    """torchrun starts its workers with PYTHON_EXEC (default sys.executable).
-    A value the user set keeps naming their interpreter, through a shim of
-    its own; otherwise this interpreter's shim.  The user's value travels in
-    LAUNCHER_USER_PYTHON_EXEC so descendants (and a nested launch) keep it."""
+def _python_exec(env, shim_dir, shim):
+    # torchrun starts its workers with PYTHON_EXEC (default sys.executable).
     cur = env.get("PYTHON_EXEC")
-    user = None
-    if cur:
-        user = env.get("LAUNCHER_USER_PYTHON_EXEC") if cur.startswith(shim_dir + "/") else cur
-    if not user:
-        env.pop("LAUNCHER_USER_PYTHON_EXEC", None)
+    if cur and not cur.startswith(shim_dir + "/"):
+        _preload_mod().user_python_exec(env, shim_dir, cur)  # the user's: shim theirs
+    elif not cur or not env.get("LAUNCHER_USER_PYTHON_EXEC"):
+        if "LAUNCHER_USER_PYTHON_EXEC" in env:
+            del env["LAUNCHER_USER_PYTHON_EXEC"]
         env["PYTHON_EXEC"] = shim
+    # else: an ancestor already points it at a shim of the user's interpreter
+
+
+def _hook_children(shim, boot, shim_dir):
+    # Children's hooks are set when subprocess / multiprocessing.spawn are
+    # imported; until then only this small finder waits (no class, no load).
+    if "subprocess" in sys.modules or "multiprocessing.spawn" in sys.modules:
+        _preload_mod().hook_children(shim, boot, shim_dir)
         return
-    env["LAUNCHER_USER_PYTHON_EXEC"] = user
-    # The shim names it as the workers' sys.executable will (an absolute
-    # path), so their own children match it and start through a shim too.
-    target = os.path.abspath(user) if "/" in user else _which(user, env.get("PATH", os.defpath)) or user
-    try:
-        env["PYTHON_EXEC"] = write_shim(shim_dir, target, libs)
-    except OSError:
-        env["PYTHON_EXEC"] = user  # its workers re-exec through a shim of their own
 
-
-def _which(name, path):
-    for d in path.split(os.pathsep):
-        cand = os.path.join(d or ".", name)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return os.path.abspath(cand)
-    return None
-
-
-def _set_mp(mod, shim):
-    try:
-        mod.set_executable(shim)
-    except Exception:
-        pass
-
-
-def _children_through(shim, boot, shim_dir):
-    """Python children start through the shim while sys.executable stays real:
-    multiprocessing.spawn captures its executable when imported (spawn and
-    forkserver workers, the resource tracker), and subprocess children of
-    sys.executable get the shim as their `executable` (argv unchanged), so
-    neither pays a re-exec.  Both are set when those modules are imported, by
-    a one-shot finder that exists on the preload path only."""
-    hooks = {}
-    mod = sys.modules.get("multiprocessing.spawn")
-    if mod is not None:
-        _set_mp(mod, shim)
-    else:
-        hooks["multiprocessing.spawn"] = lambda m: _set_mp(m, shim)
-    mod = sys.modules.get("subprocess")
-    if mod is not None:
-        _wrap_popen(mod, shim, boot, shim_dir)
-    else:
-        hooks["subprocess"] = lambda m: _wrap_popen(m, shim, boot, shim_dir)
-    if hooks:
-        _after_import(hooks)
-
-
-def _after_import(hooks):
-    """Call hooks[name](module) right after `name` is first executed."""
-
-    class Loader(object):
-        def __init__(self, inner, name):
-            self.inner = inner
-            self.name = name
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def create_module(self, spec):
-            return self.inner.create_module(spec)
-
-        def exec_module(self, module):
-            # Nothing of ours stays on the module, nor (once done) in sys.meta_path.
-            module.__loader__ = self.inner
-            if getattr(module, "__spec__", None) is not None:
-                module.__spec__.loader = self.inner
-            self.inner.exec_module(module)
-            hook = hooks.pop(self.name, None)
-            if not hooks:
-                try:
-                    sys.meta_path.remove(finder)
-                except ValueError:
-                    pass
-            if hook is not None:
-                try:
-                    hook(module)
-                except Exception:
-                    pass
-
-    class Finder(object):
-        def find_spec(self, name, path=None, target=None):
-            if name not in hooks:
-                return None
-            for other in sys.meta_path:
-                find = getattr(other, "find_spec", None)
-                if other is self or find is None:
-                    continue
-                spec = find(name, path, target)
-                if spec is not None:
-                    if hasattr(spec.loader, "exec_module"):
-                        spec.loader = Loader(spec.loader, name)
-                    return spec
+    def find_spec(name, path=None, target=None):
+        if name != "subprocess" and name != "multiprocessing.spawn":
             return None
+        try:
+            sys.meta_path.remove(finder)
+        except ValueError:
+            pass
+        full = _preload_mod().hook_children(shim, boot, shim_dir)
+        return full.find_spec(name, path, target) if full is not None else None
 
-    finder = Finder()
+    finder = type(sys)("launcher_children")
+    finder.find_spec = find_spec
     sys.meta_path.insert(0, finder)
 
 
-def _wrap_popen(mod, shim, boot, shim_dir):
-    cls = getattr(mod, "Popen", None)
-    inner = getattr(cls, "_execute_child", None)
-    if inner is None or getattr(inner, "_launcher_shim", None) is not None:
-        return
-    real = sys.executable
+_PRELOAD_MOD = []
 
-    def _execute_child(self, args, executable, *rest, **kw):
-        # (args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
-        # creationflags, shell, ...) on every CPython 3.8+ and PyPy.
+
+def _preload_mod():
+    """_launcher_preloads, beside this file, loaded by path (never found on
+    sys.path by accident), from its own bytecode: written here like ours in
+    _ensure_pyc when PYTHONDONTWRITEBYTECODE keeps the import system from it."""
+    if _PRELOAD_MOD:
+        return _PRELOAD_MOD[0]
+    try:
+        import _frozen_importlib_external as ext
+    except ImportError:
+        from importlib import _bootstrap_external as ext
+    name = "_launcher_preloads"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    loader = ext.SourceFileLoader(name, path)
+    code = loader.get_code(name)
+    if sys.dont_write_bytecode:
         try:
-            env = rest[4] if len(rest) > 4 else kw.get("env")
-            shell = rest[7] if len(rest) > 7 else kw.get("shell")
-            if (executable is None and not shell and isinstance(args, (list, tuple)) and args
-                    and args[0] == real and _gated_env(os.environ if env is None else env, boot, shim_dir)
-                    and not _isolating(args)):
-                executable = shim
+            cached = ext.cache_from_source(path)
+            if not os.path.exists(cached):
+                st = os.stat(path)
+                loader._cache_bytecode(path, cached, ext._code_to_timestamp_pyc(code, st.st_mtime, st.st_size))
         except Exception:
             pass
-        return inner(self, args, executable, *rest, **kw)
-
-    _execute_child._launcher_shim = shim
-    cls._execute_child = _execute_child
-
-
-def _gated_env(env, boot, shim_dir):
-    """Will the gate run (and restore LD_PRELOAD) in a child with this env?"""
-    return (env.get("LAUNCHER_BOOTSTRAP") == boot and env.get("LAUNCHER_SHIM_DIR") == shim_dir
-            and boot in env.get("PYTHONPATH", "").split(os.pathsep))
-
-
-def _isolating(argv):
-    # -I/-E/-S skip PYTHONPATH or site: no gate there to restore LD_PRELOAD,
-    # so such a child must not start through the shim.
-    flags = _flags(argv)[0]
-    return "I" in flags or "E" in flags or "S" in flags
-
-
-def _reexec(env, shim_dir):
-    """Re-exec once, preloaded, with the exact original argv."""
-    pid = str(os.getpid())
-    if env.get("LAUNCHER_REEXEC_PID") == pid:
-        return  # we already tried in this process: never loop
-    exe = sys.executable
-    if not exe:
-        return
-    try:
-        # An embedded interpreter (uwsgi, blender, ld.so --preload) is not
-        # the binary sys.executable names: never re-exec it.
-        if os.path.realpath("/proc/self/exe") != os.path.realpath(exe):
-            return
-    except OSError:
-        return
-    argv = getattr(sys, "orig_argv", None) or _orig_argv()
-    if not argv:
-        return
-    try:
-        shim = write_shim(shim_dir, exe, env.get("LAUNCHER_PRELOAD_LIBS", "").split(":"))
-    except OSError as exc:
-        _say("cannot write the preload shim in %s (%s); preloads are not loaded here" % (shim_dir, exc))
-        return
-    # What the shim does, done here: one exec (of the interpreter) instead of
-    # two (/bin/sh, then the interpreter).  Keep in step with shim_text.
-    new = dict(os.environ)
-    cur = new.get("LD_PRELOAD")
-    new["LAUNCHER_ORIG_LD_PRELOAD"] = "unset" if cur is None else "set:" + cur
-    new["LD_PRELOAD"] = env.get("LAUNCHER_PRELOAD_LIBS", "") + (":" + cur if cur else "")
-    new["LAUNCHER_SHIM_PID"] = new["LAUNCHER_REEXEC_PID"] = pid
-    new["LAUNCHER_SHIM"] = shim
-    try:
-        os.execve(exe, [exe] + list(argv[1:]), new)
-    except OSError as exc:
-        _say("could not re-exec %s with its preloads (%s)" % (exe, exc))
+    mod = type(sys)(name)
+    mod.__file__ = path
+    mod.__loader__ = loader
+    exec(code, mod.__dict__)
+    mod._say, mod._flags, mod._orig_argv = _say, _flags, _orig_argv
+    _PRELOAD_MOD.append(mod)
+    return mod
 
 
 INSTALLERS = ("pip", "ensurepip", "venv", "virtualenv")
@@ -731,7 +541,8 @@ def _main():
         _record(
             env, "gate", key=key or abi_key(), state=state, tree=tree,
             executable=sys.executable, via_shim=via_shim,
-            preloads_mapped=mapped(preloads.split(":")) if preloads and env.get("LAUNCHER_RECORD") else None,
+            preloads_mapped=_preload_mod().mapped(preloads.split(":"))
+            if preloads and env.get("LAUNCHER_RECORD") else None,
         )
     _ensure_pyc()
     _chain(boot)
