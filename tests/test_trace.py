@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WHEELHOUSE, base_env, launcher, missing, offline_with
+from conftest import WHEELHOUSE, base_env, foreign_python, launcher, missing, offline_with
 from launcher import execute, preload
 from launcher.errors import UsageError
 from launcher.gate import sitecustomize as gate
@@ -281,3 +281,22 @@ def test_uv_pip_in_a_with_job_installs_into_the_venv(py311: str, env: dict[str, 
     shebangs = [p.read_text(errors="replace").splitlines()[0] for p in (venv / "bin").iterdir()
                 if p.is_file() and p.read_bytes()[:2] == b"#!"]
     assert not [s for s in shebangs if env["LAUNCHER_CACHE_DIR"] in s or "/shims/" in s]
+
+
+@pytest.mark.parametrize("which", ["py311", "pypy"])
+def test_the_gates_preload_part_loads_only_when_needed_and_from_its_bytecode(
+        which: str, request: pytest.FixtureRequest, env: dict[str, str], jemalloc: str) -> None:
+    python = foreign_python("pypy") if which == "pypy" else request.getfixturevalue(which)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    show = "import sys; print(sorted(m for m in sys.modules if 'launcher' in m))"
+    # Started through its shim and starting no child: the preload part is not even loaded.
+    quiet = launcher("run", "--preload", "jemalloc", "--", python, "-c", show, env=env, check=True)
+    boot = next((Path(env["LAUNCHER_CACHE_DIR"]) / "bootstrap").iterdir())
+    assert quiet.stdout.strip() == "[]"
+    assert not list((boot / "__pycache__").glob("_launcher_preloads.*"))
+    # Importing subprocess loads it; its bytecode is written once and used after.
+    launcher("run", "--preload", "jemalloc", "--", python, "-c", "import subprocess", env=env, check=True)
+    assert list((boot / "__pycache__").glob("_launcher_preloads.*.pyc"))
+    verbose = launcher("run", "--preload", "jemalloc", "--", python, "-v", "-c", "import subprocess", env=env,
+                       check=True).stderr
+    assert f"matches {boot}/_launcher_preloads.py" in verbose
