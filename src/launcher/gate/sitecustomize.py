@@ -414,8 +414,11 @@ def _hook_children(shim, boot, shim_dir):
             sys.meta_path.remove(finder)
         except ValueError:
             pass
-        full = _preload_mod().hook_children(shim, boot, shim_dir)
-        return full.find_spec(name, path, target) if full is not None else None
+        try:
+            full = _preload_mod().hook_children(shim, boot, shim_dir)
+            return full.find_spec(name, path, target) if full is not None else None
+        except Exception:
+            return None  # the user's import goes on as if we were not here
 
     finder = type(sys)("launcher_children")
     finder.find_spec = find_spec
