@@ -300,3 +300,19 @@ def test_the_gates_preload_part_loads_only_when_needed_and_from_its_bytecode(
     verbose = launcher("run", "--preload", "jemalloc", "--", python, "-v", "-c", "import subprocess", env=env,
                        check=True).stderr
     assert f"matches {boot}/_launcher_preloads.py" in verbose
+
+
+def test_a_broken_preload_part_never_breaks_the_users_imports(py311: str, env: dict[str, str], jemalloc: str) -> None:
+    launcher("run", "--preload", "jemalloc", "--", py311, "-c", "pass", env=env, check=True)
+    boot = next((Path(env["LAUNCHER_CACHE_DIR"]) / "bootstrap").iterdir())
+    (boot / "_launcher_preloads.py").write_text("raise RuntimeError('broken')\n")
+    code = ("import json, subprocess, sys; "
+            "p = subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True, text=True); "
+            "print(json.dumps([p.stdout, p.stderr]))")
+    proc = launcher("run", "--preload", "jemalloc", "--", py311, "-c", code, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", "the top process must not complain: its import of subprocess just goes on"
+    out, err = json.loads(proc.stdout)
+    # The child (not started through a shim) needed it at start-up: one line, and it runs.
+    assert out == "7\n"
+    assert err.startswith("launcher: ") and err.count("\n") == 1 and "broken" in err
