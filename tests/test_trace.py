@@ -189,6 +189,23 @@ def test_interpreter_flags_and_the_dash_m_module_are_read_like_python_does(
     assert gate._flags(argv) == (flags, module)
 
 
+@pytest.mark.parametrize(("argv", "installer"), [
+    (["/venv/bin/pip", "install", "x"], True),
+    (["/venv/bin/pip3.13", "list"], True),
+    (["/venv/bin/pip-sync", "requirements.txt"], True),
+    (["/usr/bin/virtualenv", "env"], True),
+    (["/home/me/pipeline.py"], False),
+    (["/venv/bin/pipenv", "install"], False),  # it runs `python -m pip`, which is recognised
+    (["train.py"], False),
+    (["-c"], False),
+    ([], False),
+])
+def test_installer_console_scripts_are_recognised(argv: list[str], installer: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", argv)
+    assert gate._installer() is installer
+
+
 # --- PYTHON_EXEC ---------------------------------------------------------------------
 
 SHOW_EXEC = "import os; print(os.environ.get('PYTHON_EXEC', '<unset>'))"

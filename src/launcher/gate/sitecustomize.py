@@ -474,8 +474,8 @@ def _installer():
         mod = _flags(getattr(sys, "orig_argv", None) or _orig_argv() or ())[1]
         return mod.partition(".")[0] in INSTALLERS
     name = first.rpartition("/")[2]
-    if name[:3] == "pip":  # pip, pip3, pip3.13: the console scripts
-        return not name[3:].strip("0123456789.")
+    if name[:3] == "pip":  # pip, pip3, pip3.13; pip-sync (pip-tools) manages the env too
+        return not name[3:].strip("0123456789.") or name[3:4] == "-"
     return name == "virtualenv"
 
 
