@@ -333,3 +333,15 @@ def test_a_broken_preload_part_never_breaks_the_users_imports(py311: str, env: d
     # The child (not started through a shim) needed it at start-up: one line, and it runs.
     assert out == "7\n"
     assert err.startswith("launcher: ") and err.count("\n") == 1 and "broken" in err
+
+
+def test_a_removed_preload_part_is_put_back_by_the_next_launch(py311: str, env: dict[str, str], jemalloc: str) -> None:
+    # Age-based cleaners delete old files one by one; the warm path watches this one too.
+    code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'], check=True)"
+    launcher("run", "--preload", "jemalloc", "--", py311, "-c", code, env=env, check=True)
+    boot = next((Path(env["LAUNCHER_CACHE_DIR"]) / "bootstrap").iterdir())
+    part = boot / "_launcher_preloads.py"
+    want = part.read_bytes()
+    part.unlink()
+    proc = launcher("run", "--preload", "jemalloc", "--", py311, "-c", code, env=env, check=True)
+    assert proc.stderr == "" and part.read_bytes() == want

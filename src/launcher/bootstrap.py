@@ -43,6 +43,10 @@ def ensure_bootstrap(layout: CacheLayout) -> Path:
     try:
         os.rename(tmp, target)
     except OSError:
-        # Another launch published the same gate first; theirs is identical.
+        # Another launch published the same gate first (theirs is identical),
+        # or a cleaner removed a file of ours: put back what is missing.
+        for f in GATE_FILES:
+            if not (target / f.name).is_file() and target.is_dir() and not target.is_symlink():
+                os.replace(tmp / f.name, target / f.name)
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -126,6 +126,7 @@ def prepare(
     from launcher.bootstrap import GATE_SOURCE
 
     watch = [gate, str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
+    watch.append(str(boot / "_launcher_preloads.py"))  # the gate's on-demand part (preloads)
     if resolved.config_file is not None:
         watch.append(str(resolved.config_file))
     if spec is not None:
