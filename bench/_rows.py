@@ -104,7 +104,7 @@ def gate_chaining(ws: Workspace, scale: Scale, row: Row) -> Row:
     prepared = ws.prepare(py)
     _check_matched(py, prepared)
     code = ("import os, sys; print(os.environ.get('BENCH_CHAINED'), "
-            "'launcher_chained_sitecustomize' in sys.modules)")
+            "'/bootstrap/' not in sys.modules['sitecustomize'].__file__)")
     got = _output([py, "-c", code], prepared.env).stdout.split()
     if got != ["1", "True"]:
         raise CommandFailed(f"the venv's own sitecustomize did not run under the gate: {got}")
@@ -342,6 +342,7 @@ def rows() -> list[tuple[Row, RowFn]]:
         (Row("gate-preload", "gate with preloads (3.11, `--preload jemalloc`)",
              "`python -c pass` started through the launcher's shim, tree present",
              "bare `python -c pass` with `LD_PRELOAD=libjemalloc.so.2`", 1.10), gate_preload),
+        *__import__("rows_trace").rows(),
         (Row("launch", "launch: warm `launcher run` (3.11)",
              "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.2),
          launch),

@@ -13,14 +13,18 @@ def test_venv_sitecustomize_runs_once(tmp_path: Path, env: dict[str, str], py313
     venv = tmp_path / "venv"
     subprocess.run([py313, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    (site / "sitecustomize.py").write_text("import sys\nsys.stderr.write('VENV-SITECUSTOMIZE\\n')\n")
+    (site / "sitecustomize.py").write_text("import sys\nsys.stderr.write('VENV-SITECUSTOMIZE\\n')\n"
+                                           "def helper():\n    return 'helped'\n")
     proc = launcher("run", *offline_with("six"), "--", str(venv / "bin" / "python"), "-c",
-                    "import six, sitecustomize; print(six.__file__); print(sitecustomize.__file__)",
+                    "import six, sitecustomize; print(six.__file__); print(sitecustomize.__file__); "
+                    "print(sitecustomize.helper())",
                     env=env, check=True)
     assert proc.stderr.count("VENV-SITECUSTOMIZE") == 1
-    six_file, gate_file = proc.stdout.split()
+    six_file, chained_file, helped = proc.stdout.split()
     assert "/trees/" in six_file
-    assert "/bootstrap/" in gate_file
+    # `import sitecustomize` gives the module the gate shadowed, as in a bare run.
+    assert chained_file == str(site / "sitecustomize.py")
+    assert helped == "helped"
 
 
 def test_debian_sitecustomize_runs_once(tmp_path: Path, env: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ import pytest
 from conftest import foreign_python, launcher, missing
 from launcher import preload
 from launcher.errors import UsageError
-from launcher.gate import sitecustomize as gate
+from launcher.gate import _launcher_preloads as gate
 
 
 def _need(name: str, how: str) -> str:
@@ -63,7 +63,8 @@ def facts(**extra):
         "exec_ld_preload": exec_env("LD_PRELOAD"),
         "reexec": os.environ.get("LAUNCHER_REEXEC_PID") == str(os.getpid()),
         "executable": sys.executable,
-        "gate": getattr(sys.modules.get("sitecustomize"), "__file__", None),
+        "base_executable": getattr(sys, "_base_executable", None),
+        "python_exec": os.environ.get("PYTHON_EXEC"),
     }
     out.update(extra)
     return out
@@ -117,7 +118,10 @@ def test_top_process_maps_jemalloc_and_shell_child_keeps_callers_ld_preload(
     got = _run("--preload", "jemalloc", "--", py311, script, env=env)
 
     assert got["jemalloc"], got
-    assert Path(got["executable"]).parent.parent == _shims(env), "children must start through the shim"
+    # sys.executable is the real interpreter (tools persist it); torchrun's
+    # workers start through the shim via PYTHON_EXEC.
+    assert got["executable"] == py311 and "/shims/" not in str(got["base_executable"])
+    assert Path(got["python_exec"]).parent.parent == _shims(env), "children must start through the shim"
     # Ours first, the caller's own entries kept after ours.
     want_exec = jemalloc + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
     assert got["exec_ld_preload"] == want_exec
@@ -158,6 +162,7 @@ if __name__ == "__main__":
         spawn=via("spawn"),
         forkserver=via("forkserver"),
         sys_executable=child([sys.executable, "-c", CHILD]),
+        isolated=child([sys.executable, "-I", "-c", CHILD]),
         # A shell script starting the interpreter by name, bypassing any shim.
         by_name=child(["sh", "-c", 'PATH="$1:$PATH"; "$2" -c "$3"', "sh",
                        os.path.dirname(real), os.path.basename(real), CHILD]),
@@ -173,15 +178,21 @@ def test_every_python_descendant_maps_jemalloc(which: str, request: pytest.Fixtu
     got = _run("--preload", "jemalloc", "--", python, script, python, env=env, timeout=600)
 
     assert got["jemalloc"] and not got["reexec"], "the top process comes up through its shim"
+    assert got["executable"] == python, "sys.executable must be what a bare run gives"
     for kind in ("spawn", "forkserver", "sys_executable", "by_name"):
         child = got[kind]
         assert child["jemalloc"], f"{which} {kind} worker: {child}"
         assert child["ld_preload"] == "<unset>", f"{which} {kind}: caller's LD_PRELOAD not restored"
         assert child["pid"] != got["pid"]
-    # The shell-started child got there by re-exec'ing itself through the shim;
-    # the others were started through it directly.
+        assert child["executable"] == python, f"{which} {kind}: {child['executable']}"
+    # Workers start through the shim (the multiprocessing executable), and so do
+    # subprocess children of sys.executable (argv unchanged); a child started by
+    # name re-execs itself once.
     assert got["by_name"]["reexec"]
-    assert not got["spawn"]["reexec"] and not got["sys_executable"]["reexec"]
+    assert not any(got[k]["reexec"] for k in ("spawn", "forkserver", "sys_executable"))
+    # A -I child runs no gate, which could not restore LD_PRELOAD for its own
+    # children: it is not started through the shim.
+    assert not got["isolated"]["jemalloc"] and got["isolated"]["ld_preload"] == "<unset>"
 
 
 # --- re-exec: once, before user code, argv/cwd/stdin intact ----------------------
@@ -281,11 +292,14 @@ def test_no_reexec_when_the_binary_is_not_sys_executable(
     if ldso is None:
         missing("no ld.so at a known path on this machine")
     script = _script(tmp_path, "embedded.py", EMBEDDED)
-    got = _run("--preload", "jemalloc", "--", py311, script, py311, ldso, env=env)
+    got = _run("--record", "--preload", "jemalloc", "--", py311, script, py311, ldso, env=env)
     assert got["rc"] == 0 and got["stderr"] == "", got
     assert got["child"]["exe"] == os.path.realpath(ldso)
     assert not got["child"]["reexec"] and not got["child"]["jemalloc"]
-    assert got["child"]["gate"] is not None, "the gate itself still ran"
+    runs = list((Path(env["LAUNCHER_CACHE_DIR"]) / "runs").glob("*.jsonl"))
+    gates = [e for r in runs for e in map(json.loads, r.read_text().splitlines())
+             if e.get("event") == "gate" and e["pid"] == got["child"]["pid"]]
+    assert len(gates) == 1 and gates[0]["via_shim"] is False, "the gate itself still ran, once"
 
 
 # --- policies: --preload-missing, --preload-scope ---------------------------------
@@ -301,8 +315,9 @@ def test_preload_missing_warn_says_one_line_and_does_not_reexec(
     assert not got["jemalloc"] and not got["reexec"]
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("launcher: ") and "shim" in lines[0], proc.stderr
-    # Its own Python children still get the preloads.
-    assert Path(got["executable"]).parent.parent == _shims(env)
+    # Its own Python children still get the preloads (torchrun's through PYTHON_EXEC).
+    assert got["executable"] == os.path.join(os.path.dirname(py311), "python3")
+    assert Path(got["python_exec"]).parent.parent == _shims(env)
 
 
 def test_preload_missing_ignore_is_silent(py311: str, env: dict[str, str], jemalloc: str) -> None:

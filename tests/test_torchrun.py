@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, REPO, missing
+from conftest import LAUNCHER, REPO, missing, offline_with
 from launcher import preload
 from launcher.errors import UsageError
 
@@ -58,13 +58,18 @@ sys.stdout.write(json.dumps({
     "ppid": os.getppid(),
     "jemalloc": jemalloc(),
     "agent_jemalloc": jemalloc(os.getppid()),
-    "gate": getattr(sys.modules.get("sitecustomize"), "__file__", None),
+    "executable": sys.executable,
     "bootstrap": os.environ.get("LAUNCHER_BOOTSTRAP"),
     "ld_preload": os.environ.get("LD_PRELOAD", "<unset>"),
 }) + "\n")
 sys.stdout.flush()
 dist.destroy_process_group()
 '''
+
+
+def _shebang(script: str) -> str:
+    """The interpreter a bare run of `script` gets: sys.executable of the agent and its ranks."""
+    return Path(script).read_text().splitlines()[0][2:].strip()
 
 
 def _free_port() -> int:
@@ -97,7 +102,7 @@ def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dic
     for r in ranks:
         assert r["sum"] == 3.0
         assert r["jemalloc"], f"rank {r['rank']} does not map jemalloc"
-        assert r["gate"] == os.path.join(r["bootstrap"], "sitecustomize.py"), "the gate is not active"
+        assert r["executable"] == _shebang(torchrun), "sys.executable must be what a bare run gives"
         assert r["ld_preload"] == "<unset>", "the caller's LD_PRELOAD was not restored"
         # launcher exec'd the shim, which exec'd the agent: same pid as launcher.
         assert r["ppid"] == proc.pid, "the rank's parent is not the torchrun agent"
@@ -109,3 +114,59 @@ def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dic
     for pid in (proc.pid, *(r["pid"] for r in ranks)):
         assert gates.get(pid, {}).get("via_shim") is True, f"pid {pid}: {gates.get(pid)}"
         assert gates[pid]["preloads_mapped"] == [jemalloc]
+
+
+# Ranks on the interpreter the user names in PYTHON_EXEC: no torch there, so
+# the rank script only reports where it runs and what it imported.
+PLAIN_RANK = r'''
+import json, os, sys
+import markupsafe._speedups as speedups
+with open("/proc/self/maps") as f:
+    maps = f.read()
+sys.stdout.write(json.dumps({
+    "rank": int(os.environ["RANK"]),
+    "executable": sys.executable,
+    "free_threaded": "t" in getattr(sys, "abiflags", ""),
+    "speedups": speedups.__file__,
+    "jemalloc": "/libjemalloc" in maps,
+    "ppid": os.getppid(),
+}) + "\n")
+sys.stdout.flush()
+'''
+
+
+def _ranks(torchrun: str, script: Path, env: dict[str, str]) -> list[dict]:
+    proc = subprocess.run(
+        [str(LAUNCHER), "run", *offline_with("markupsafe"), "--preload", "jemalloc", "--", torchrun,
+         "--nproc-per-node", "2", "--master-port", str(_free_port()), str(script)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+    ranks = sorted((json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")),
+                   key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranks] == [0, 1], proc.stdout
+    return ranks
+
+
+def test_ranks_run_on_the_users_python_exec_with_preloads_and_their_own_tree(
+        torch_python: str, env: dict[str, str], py313t: str, tmp_path: Path) -> None:
+    try:
+        preload.resolve_one("jemalloc")
+    except UsageError:
+        missing("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
+    torchrun = str(Path(torch_python).parent / "torchrun")
+    script = tmp_path / "rank.py"
+    script.write_text(PLAIN_RANK)
+    env["OMP_NUM_THREADS"] = "1"
+
+    env["PYTHON_EXEC"] = py313t
+    for r in _ranks(torchrun, script, env):
+        assert r["executable"] == py313t and r["free_threaded"], f"rank {r['rank']} is not on 3.13t: {r}"
+        assert "/trees/cp313t-" in r["speedups"] and r["speedups"].endswith(".cpython-313t-x86_64-linux-gnu.so")
+        assert r["jemalloc"], f"rank {r['rank']} does not map jemalloc"
+
+    del env["PYTHON_EXEC"]
+    for r in _ranks(torchrun, script, env):
+        assert r["executable"] == _shebang(torchrun) and not r["free_threaded"], r
+        # The torch venv has its own markupsafe (torch needs jinja2): it wins by default.
+        assert r["speedups"].endswith(".cpython-311-x86_64-linux-gnu.so")
+        assert r["jemalloc"], f"rank {r['rank']} does not map jemalloc"

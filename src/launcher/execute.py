@@ -20,6 +20,7 @@ OURS = (
     "LAUNCHER_RECORD", "LAUNCHER_VERBOSE", "LAUNCHER_REPORTED", "LAUNCHER_BUILD",
     # per-process marks of an outer launch's shim and re-exec
     "LAUNCHER_SHIM", "LAUNCHER_SHIM_PID", "LAUNCHER_ORIG_LD_PRELOAD", "LAUNCHER_REEXEC_PID",
+    "LAUNCHER_USER_PYTHON_EXEC",
 )
 
 
@@ -42,8 +43,13 @@ def child_env(environ: "dict[str, str] | os._Environ[str]", ours: dict[str, str]
     for k in OURS:
         env.pop(k, None)
     if old_boot and "/shims/" in env.get("PYTHON_EXEC", ""):
-        # An outer launch's shim: children of this launch use ours (or none).
-        env.pop("PYTHON_EXEC")
+        # An outer launch's shim: children of this launch use ours (or none),
+        # and a PYTHON_EXEC the user set names their interpreter again.
+        user = environ.get("LAUNCHER_USER_PYTHON_EXEC")
+        if user:
+            env["PYTHON_EXEC"] = user
+        else:
+            env.pop("PYTHON_EXEC")
     env.update(ours)
     boot = ours["LAUNCHER_BOOTSTRAP"]
     user = environ.get("PYTHONPATH")

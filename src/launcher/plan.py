@@ -152,6 +152,7 @@ def prepare(
     from launcher.bootstrap import GATE_SOURCE
 
     watch = [gate, str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
+    watch.append(str(boot / "_launcher_preloads.py"))  # the gate's on-demand part (preloads)
     # Every place config discovery looked (found or not) and every
     # requirements file read: an edit, or a file appearing, changes the plan.
     watch.extend(str(p) for p in resolved.examined)
@@ -186,7 +187,7 @@ def prepare(
         watch.append(path)
         shim = None
         if shim_dir is not None:
-            from launcher.gate.sitecustomize import write_shim
+            from launcher.gate._launcher_preloads import write_shim
 
             shim = store.write(write_shim, str(shim_dir), interp.executable, [lib.path for lib in libs])
             if shim is None:

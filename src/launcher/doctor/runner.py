@@ -55,6 +55,7 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
     with _probe_layout(ctx.layout) as probe_layout:
         for s in ctx.subjects:
             s.findings.extend(_guard("interpreter", partial(interpreters.identify, s, probe_layout)))
+        python_exec = _guard("PYTHON_EXEC", partial(startup.python_exec_findings, ctx.environ, probe_layout))
     covered_trees: set[str] = set()
     covered_failures: set[Path] = set()
     for s in ctx.subjects:
@@ -90,7 +91,8 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
     if ctx.command is not None:
         groups.append(make_group("command", f"command: {shlex.join(ctx.command.argv)}", ctx.command.findings))
     groups.append(make_group("environment", "environment (PYTHONPATH and PYTHON* variables)",
-                             _guard("environment", lambda: startup.environment_findings(ctx.environ, pythonpath))))
+                             _guard("environment", lambda: startup.environment_findings(ctx.environ, pythonpath))
+                             + python_exec))
     pre = _guard("preloads", lambda: preloads.preload_findings(list(ctx.settings.preload), ctx.environ,
                                                                ctx.interpreters))
     if pre:

@@ -382,80 +382,20 @@ def _chain(boot):
             )
         except Exception:
             pass
-    sys.modules["launcher_chained_sitecustomize"] = mod
-
-
-def shim_path(shim_dir, real):
-    """Where the shim for interpreter `real` (path kept unresolved) lives."""
-    import zlib
-
-    return "%s/%s-%08x" % (shim_dir, os.path.basename(real), zlib.crc32(real.encode("utf-8", "surrogateescape")))
-
-
-def _sh_quote(s):
-    return "'" + s.replace("'", "'\"'\"'") + "'"
-
-
-def shim_text(path, real, preloads):
-    """A /bin/sh shim: remember the caller's LD_PRELOAD (unset distinct from
-    empty), put ours first, mark this pid, exec the real interpreter by its
-    unresolved path (so a venv stays a venv)."""
-    return (
-        "#!/bin/sh\n"
-        "# launcher preload shim for %(real)s -- generated, do not edit\n"
-        'if [ "${LD_PRELOAD+set}" = set ]; then LAUNCHER_ORIG_LD_PRELOAD="set:$LD_PRELOAD"; '
-        "else LAUNCHER_ORIG_LD_PRELOAD=unset; fi\n"
-        'LD_PRELOAD=%(pre)s"${LD_PRELOAD:+:$LD_PRELOAD}"\n'
-        "LAUNCHER_SHIM_PID=$$\n"
-        "LAUNCHER_SHIM=%(self)s\n"
-        "export LD_PRELOAD LAUNCHER_ORIG_LD_PRELOAD LAUNCHER_SHIM_PID LAUNCHER_SHIM\n"
-        'exec %(real)s "$@"\n'
-    ) % {"real": _sh_quote(real), "pre": _sh_quote(":".join(preloads)), "self": _sh_quote(path)}
-
-
-def write_shim(shim_dir, real, preloads):
-    """Create (atomically, idempotently) the shim for `real`; return its path."""
-    path = shim_path(shim_dir, real)
-    text = shim_text(path, real, preloads)
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return path
-    except OSError:
-        pass
-    os.makedirs(shim_dir, 0o700, exist_ok=True)
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)  # a full disk leaves no half-written shim behind
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def mapped(names):
-    """Which of `names` (paths or sonames) are really mapped into this process."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            maps = f.read()
-    except OSError:
-        return None
-    out = []
-    for n in names:
-        base = os.path.basename(n)
-        if ("/" + base) in maps or (os.path.realpath(n) in maps):
-            out.append(n)
-    return out
+        return  # as in a bare run, a failed sitecustomize is not importable
+    # `import sitecustomize` in user code must give the module we shadowed
+    # (its helpers), as in a bare run -- not the gate.
+    sys.modules["sitecustomize"] = mod
 
 
 def _preloads(env):
-    """Return True when this process came up through a shim of ours."""
+    """Return True when this process came up through a shim of ours.
+
+    sys.executable stays the real interpreter (pip, venv, ipykernel and
+    virtualenv persist it); the shim reaches children only through transient
+    channels: the multiprocessing executable, subprocess children of
+    sys.executable, PYTHON_EXEC, and the re-exec of any other Python child.
+    What is rarely needed lives in _launcher_preloads.py, loaded on demand."""
     shim_dir = env.get("LAUNCHER_SHIM_DIR")
     if not shim_dir:
         return False
@@ -465,30 +405,12 @@ def _preloads(env):
         # Consume the mark: if this pid later execs the real interpreter
         # directly, LD_PRELOAD is already restored, so it must not pass.
         env.pop("LAUNCHER_SHIM_PID", None)
-    shim = env.get("LAUNCHER_SHIM") if via_shim else None
-    if not via_shim:
-        policy = env.get("LAUNCHER_PRELOAD_MISSING", "reexec")
-        if policy == "reexec":
-            _reexec(env, shim_dir)  # returns only when it must not or could not
-        elif policy == "warn":
-            _say("this interpreter (pid %s) was not started through the launcher's shim, "
-                 "so its preloads are not loaded (--preload-missing=warn)" % pid)
-        if sys.executable:
-            try:
-                shim = write_shim(shim_dir, sys.executable, env.get("LAUNCHER_PRELOAD_LIBS", "").split(":"))
-            except OSError:
-                shim = None
+        shim = env.get("LAUNCHER_SHIM")
+    else:
+        shim = _preload_mod().not_via_shim(env, shim_dir, pid)
     if shim:
-        # Children started "the Python way" (multiprocessing, torchrun,
-        # subprocess with sys.executable) go through the shim and get preloads.
-        sys.executable = shim
-        mp = sys.modules.get("multiprocessing.spawn")
-        if mp is not None:
-            try:
-                mp.set_executable(shim)
-            except Exception:
-                pass
-        os.environ["PYTHON_EXEC"] = shim
+        _python_exec(env, shim_dir, shim)
+        _hook_children(shim, env.get("LAUNCHER_BOOTSTRAP"), shim_dir)
     orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
     if via_shim and orig is not None:
         # Non-Python children (/bin/sh, compilers, git) see the caller's value.
@@ -499,34 +421,121 @@ def _preloads(env):
     return via_shim
 
 
-def _reexec(env, shim_dir):
-    """Re-exec once through the shim with the exact original argv."""
-    pid = str(os.getpid())
-    if env.get("LAUNCHER_REEXEC_PID") == pid:
-        return  # we already tried in this process: never loop
-    exe = sys.executable
-    if not exe:
+def _python_exec(env, shim_dir, shim):
+    # torchrun starts its workers with PYTHON_EXEC (default sys.executable).
+    cur = env.get("PYTHON_EXEC")
+    if cur and not cur.startswith(shim_dir + "/"):
+        _preload_mod().user_python_exec(env, shim_dir, cur)  # the user's: shim theirs
+    elif not cur or not env.get("LAUNCHER_USER_PYTHON_EXEC"):
+        if "LAUNCHER_USER_PYTHON_EXEC" in env:
+            del env["LAUNCHER_USER_PYTHON_EXEC"]
+        env["PYTHON_EXEC"] = shim
+    # else: an ancestor already points it at a shim of the user's interpreter
+
+
+def _hook_children(shim, boot, shim_dir):
+    # Children's hooks are set when subprocess / multiprocessing.spawn are
+    # imported; until then only this small finder waits (no class, no load).
+    if "subprocess" in sys.modules or "multiprocessing.spawn" in sys.modules:
+        _preload_mod().hook_children(shim, boot, shim_dir)
         return
+
+    def find_spec(name, path=None, target=None):
+        if name != "subprocess" and name != "multiprocessing.spawn":
+            return None
+        try:
+            sys.meta_path.remove(finder)
+        except ValueError:
+            pass
+        try:
+            full = _preload_mod().hook_children(shim, boot, shim_dir)
+            return full.find_spec(name, path, target) if full is not None else None
+        except Exception:
+            return None  # the user's import goes on as if we were not here
+
+    finder = type(sys)("launcher_children")
+    finder.find_spec = find_spec
+    sys.meta_path.insert(0, finder)
+
+
+_PRELOAD_MOD = []
+
+
+def _preload_mod():
+    """_launcher_preloads, beside this file, loaded by path (never found on
+    sys.path by accident), from its own bytecode: written here like ours in
+    _ensure_pyc when PYTHONDONTWRITEBYTECODE keeps the import system from it."""
+    if _PRELOAD_MOD:
+        return _PRELOAD_MOD[0]
     try:
-        # An embedded interpreter (uwsgi, blender, ld.so --preload) is not
-        # the binary sys.executable names: never re-exec it.
-        if os.path.realpath("/proc/self/exe") != os.path.realpath(exe):
-            return
-    except OSError:
-        return
-    argv = getattr(sys, "orig_argv", None) or _orig_argv()
-    if not argv:
-        return
-    try:
-        shim = write_shim(shim_dir, exe, env.get("LAUNCHER_PRELOAD_LIBS", "").split(":"))
-    except OSError as exc:
-        _say("cannot write the preload shim in %s (%s); preloads are not loaded here" % (shim_dir, exc))
-        return
-    os.environ["LAUNCHER_REEXEC_PID"] = pid
-    try:
-        os.execv(shim, [shim] + list(argv[1:]))
-    except OSError as exc:
-        _say("could not re-exec through the preload shim %s (%s)" % (shim, exc))
+        import _frozen_importlib_external as ext
+    except ImportError:
+        from importlib import _bootstrap_external as ext
+    name = "_launcher_preloads"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    loader = ext.SourceFileLoader(name, path)
+    code = loader.get_code(name)
+    if sys.dont_write_bytecode:
+        try:
+            cached = ext.cache_from_source(path)
+            if not os.path.exists(cached):
+                st = os.stat(path)
+                loader._cache_bytecode(path, cached, ext._code_to_timestamp_pyc(code, st.st_mtime, st.st_size))
+        except Exception:
+            pass
+    mod = type(sys)(name)
+    mod.__file__ = path
+    mod.__loader__ = loader
+    exec(code, mod.__dict__)
+    mod._say, mod._flags, mod._orig_argv = _say, _flags, _orig_argv
+    _PRELOAD_MOD.append(mod)
+    return mod
+
+
+INSTALLERS = ("pip", "ensurepip", "venv", "virtualenv")
+
+
+def _installer():
+    """Is this process an installer (pip, `-m venv`, ensurepip, virtualenv)?
+    They manage the user's environment: they must not see the runtime tree
+    (pip would call its packages installed and list them).  sys.argv is set
+    before site runs; for `-m` it holds "-m" and the module name is in
+    sys.orig_argv (3.10+) or /proc/self/cmdline -- read only for `-m` runs."""
+    argv = getattr(sys, "argv", None)
+    first = argv[0] if argv else ""
+    if first == "-m":
+        mod = _flags(getattr(sys, "orig_argv", None) or _orig_argv() or ())[1]
+        return mod.partition(".")[0] in INSTALLERS
+    name = first.rpartition("/")[2]
+    if name[:3] == "pip":  # pip, pip3, pip3.13; pip-sync (pip-tools) manages the env too
+        return not name[3:].strip("0123456789.") or name[3:4] == "-"
+    return name == "virtualenv"
+
+
+def _flags(argv):
+    """(single-letter flags, the -m module or "") of `python [flags] ...`;
+    flags may be clustered (-sm X, -mX) and -W/-X take a value."""
+    flags = ""
+    it = iter(argv[1:])
+    for a in it:
+        if not isinstance(a, str) or a[:1] != "-" or a == "-":
+            break
+        if a[:2] == "--":
+            if a == "--check-hash-based-pycs":
+                next(it, None)
+            continue
+        for j in range(1, len(a)):
+            c = a[j]
+            if c == "W" or c == "X":  # the rest, or the next argument, is its value
+                if j == len(a) - 1:
+                    next(it, None)
+                break
+            if c == "c":
+                return flags, ""
+            if c == "m":
+                return flags, a[j + 1:] or next(it, "")
+            flags += c
+    return flags, ""
 
 
 def _orig_argv():
@@ -544,13 +553,15 @@ def _main():
     boot = env.get("LAUNCHER_BOOTSTRAP")
     if not boot:
         return
-    exe = sys.executable  # the real interpreter, before the shim replaces it
+    exe = sys.executable
     via_shim = _preloads(env) if env.get("LAUNCHER_SHIM_DIR") else None
     cache = env.get("LAUNCHER_CACHE_DIR")
     spec = env.get("LAUNCHER_SPEC")
     key = tree = None
     state = "no-spec"
-    if cache and spec:
+    if cache and spec and _installer():
+        state = "installer"  # pip, venv, ensurepip: they manage the user's environment, not ours
+    elif cache and spec:
         key = abi_key()
         tree = cache + "/trees/" + key + "-" + spec
         if _published(tree):
@@ -570,7 +581,8 @@ def _main():
         _record(
             env, "gate", key=key or abi_key(), state=state, tree=tree,
             executable=sys.executable, via_shim=via_shim,
-            preloads_mapped=mapped(preloads.split(":")) if preloads and env.get("LAUNCHER_RECORD") else None,
+            preloads_mapped=_preload_mod().mapped(preloads.split(":"))
+            if preloads and env.get("LAUNCHER_RECORD") else None,
         )
     _ensure_pyc()
     _chain(boot)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import re
 
+from launcher.cache import CacheLayout
 from launcher.doctor.context import abi_tag
 from launcher.doctor.models import Finding, ok, warn
-from launcher.probe import Interpreter
+from launcher.errors import LauncherError
+from launcher.probe import Interpreter, probe
 
 _SITE_DIR = re.compile(r"/lib/(python|pypy)(\d+)\.(\d+)(t?)/(?:site|dist)-packages$")
 
@@ -84,3 +86,33 @@ def _sitecustomize(interp: Interpreter, pythonpath: list[str]) -> Finding:
                              "itself: it will be chained", sitecustomize=found, chained=True)
     return ok("startup", "no sitecustomize of its own: the launcher's gate runs at start-up "
                          "(PYTHONPATH and site are honoured)", sitecustomize=None, chained=False)
+
+
+def python_exec_findings(environ: dict[str, str], layout: CacheLayout) -> list[Finding]:
+    """A PYTHON_EXEC the user set: torchrun starts every worker with it instead of its own python."""
+    value = environ.get("PYTHON_EXEC")
+    if not value:
+        return []
+    if "/shims/" in value and os.path.basename(os.path.dirname(os.path.dirname(value))) == "shims":
+        return [warn("environment", f"PYTHON_EXEC={value} names a launcher preload shim, not an interpreter: "
+                     "it was copied out of a job and breaks when the cache is cleared",
+                     "unset PYTHON_EXEC, or set it to the python your workers should run on",
+                     PYTHON_EXEC=value)]
+    import shutil
+
+    path = shutil.which(value, path=environ.get("PATH")) if "/" not in value else value
+    if path is None or not os.path.isfile(path):
+        return [warn("environment", f"PYTHON_EXEC={value} names no existing interpreter: torchrun's workers "
+                     "will fail to start", "set PYTHON_EXEC to the path of an existing python, or unset it "
+                     "(workers then run on torchrun's own python)", PYTHON_EXEC=value, interpreter=None)]
+    try:
+        interp = probe(path, layout)
+    except LauncherError as exc:
+        return [warn("environment", f"PYTHON_EXEC={value} is not a python the launcher can run: {exc.message}",
+                     "set PYTHON_EXEC to the path of a python, or unset it", PYTHON_EXEC=value,
+                     interpreter=path)]
+    return [ok("environment", f"PYTHON_EXEC={value} is set: torchrun starts its workers on it, "
+                              f"{interp.label} ({interp.abi_key}) at {interp.executable}, not on torchrun's "
+                              "own python; they get that interpreter's runtime tree, and the preloads "
+                              "through a shim of it", PYTHON_EXEC=value, interpreter=interp.executable,
+               abi_key=interp.abi_key)]
