@@ -433,3 +433,41 @@ def test_memo_names_are_stable_across_processes_and_bounded(tmp_path: Path) -> N
     assert len(entries) == 64 and len(list(Path(root, "memo").glob("plan-*.marshal"))) == 1
     kept = {_fastrun.marshal.loads(p.read_bytes())[1].rsplit("# ", 1)[1] for p in entries}
     assert kept == {str(i) for i in range(6, 70)}
+
+
+@pytest.mark.parametrize("how", ["world-writable", "locks linked elsewhere"])
+def test_the_gates_miss_path_writes_nothing_into_an_untrusted_cache(six_cache: Path, tmp_path: Path,
+                                                                    py311: str, py313: str, how: str) -> None:
+    # A worker of an earlier run, on an interpreter with no tree yet (the miss
+    # path), after the cache became unsafe: no lock, no record, no build.
+    cache = copy_cache(six_cache, tmp_path / "cache")
+    child_env = json.loads(launcher("run", "--record", *offline_with("six"), "--", py311, "-c",
+                                    "import json, os; print(json.dumps(dict(os.environ)))",
+                                    env=base_env(cache), check=True).stdout)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if how == "world-writable":
+        cache.chmod(0o777)
+        named = str(cache)
+    else:
+        remove(cache / "locks")
+        (cache / "locks").symlink_to(elsewhere)
+        named = str(cache / "locks")
+    before = snapshot(cache)
+    gated = subprocess.run([py313, "-c", "import sys; print([p for p in sys.path if 'trees' in p])"],
+                           env=child_env, capture_output=True, text=True, timeout=120)
+    assert gated.returncode == 0 and gated.stdout.strip() == "[]", gated
+    lines = gated.stderr.splitlines()
+    assert len(lines) == 1 and named in lines[0] and "launcher doctor" in lines[0], gated.stderr
+    # (The interpreter's own import system may cache the gate's bytecode
+    # before any code of ours runs: that is CPython's, not a write of ours.)
+    def ours(snap: dict[str, tuple[int, int, str]]) -> dict[str, tuple[int, int, str]]:
+        return {k: v for k, v in snap.items() if "__pycache__" not in k and not k.startswith("runs/")}
+
+    assert ours(snapshot(cache)) == ours(before) and list(elsewhere.iterdir()) == []
+    record = cache / "runs" / f"{child_env['LAUNCHER_RUN_ID']}.jsonl"
+    events = [json.loads(x) for x in record.read_text().splitlines()]
+    if how == "world-writable":  # not even the run record: others could have replaced runs/
+        assert not any(e.get("state") == "untrusted" for e in events), events
+    else:  # runs/ is still ours: doctor can tell what happened
+        assert [e["state"] for e in events if e["event"] == "gate"][-1] == "untrusted", events

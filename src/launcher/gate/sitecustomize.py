@@ -97,12 +97,15 @@ def _record(env, event, **fields):
             parts.append('"%s": %s' % (k, _jstr(v)))
     line = ("{" + ", ".join(parts) + "}\n").encode("utf-8", "replace")
     path = cache + "/runs/" + run + ".jsonl"
+    if _untrusted(cache, True) is not None or _untrusted(cache + "/runs") is not None:
+        return  # never append through a link, or into a dir others control
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError:
         try:
             os.makedirs(cache + "/runs", 0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, flags, 0o600)
         except OSError:
             return
     try:
@@ -135,15 +138,40 @@ def _published(tree):
         return False
 
 
+def _untrusted(path, follow=False):
+    """Why `path` must not be written or run from: not a real directory of
+    ours, or writable by others (the rule `launcher run` applies; None when
+    it is fine or does not exist yet).  Only the miss path asks: a hit
+    writes nothing."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    if (st.st_mode & 0o170000) != 0o040000:
+        return "is not a directory"
+    if st.st_uid != os.getuid():
+        return "is owned by uid %d, not you" % st.st_uid
+    if st.st_mode & 0o022 and not (follow and st.st_mode & 0o1000):
+        return "is writable by others"
+    return None
+
+
 def _build(env, key, tree, exe):
     """Miss path.  Cold workers of one tree queue on a lock file of their own:
     the first asks the launcher to build, the others sleep (no launcher
     process each) until the tree is published and use it ("waited")."""
+    cache = env["LAUNCHER_CACHE_DIR"]
+    for path, follow in ((cache, True), (cache + "/locks", False)):
+        why = _untrusted(path, follow)
+        if why is not None:
+            _say("the cache dir %s %s, so the runtime for %s is not built from it; continuing "
+                 "without it. Run 'launcher doctor' for the fix." % (path, why, key))
+            return "untrusted"
     try:
         import fcntl
 
-        fd = os.open("%s/locks/%s-%s.gate-lock" % (env["LAUNCHER_CACHE_DIR"], key, env.get("LAUNCHER_SPEC", "")),
-                     os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open("%s/locks/%s-%s.gate-lock" % (cache, key, env.get("LAUNCHER_SPEC", "")),
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except (ImportError, OSError):
         fd = None  # nothing to queue on: build unqueued, as before
     import time
