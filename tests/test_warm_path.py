@@ -4,11 +4,14 @@ the full path read, and every place whose appearance would change its answer."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import WHEELHOUSE, launcher
+from launcher import _fastrun
 
 SHOW = "import importlib.util as u; print(sorted(m for m in ('six', 'cloudpickle') if u.find_spec(m)))"
 
@@ -146,3 +149,18 @@ def test_a_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str],
     assert launcher(*argv, env=env, check=True).stdout == "(3, 13)\n"
     (built,) = [r for r in installs(cache_dir) if r["abi_key"].startswith("cp313-")]
     assert built["requested_by"] == "launcher", built
+
+
+def test_two_installs_sharing_a_cache_never_use_each_others_plans(py311: str, tmp_path: Path) -> None:
+    # The same `launcher run ...` from another installation (or run by another
+    # Python) must not exec this one's plan: it watches this install's files
+    # and names this install's gate, so the other's upgrade would go unseen.
+    src = str(Path(_fastrun.__file__).parent.parent)
+    code = ("import sys; from launcher import _fastrun as f; "
+            "print(f.entry_path('/c', f.key(['run', 'x'], {'PATH': '/usr/bin'}, '/w')))")
+    ours = _fastrun.entry_path("/c", _fastrun.key(["run", "x"], {"PATH": "/usr/bin"}, "/w"))
+    same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    other = subprocess.run([py311, "-c", code], capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONPATH=src))
+    assert same.stdout.strip() == ours
+    assert other.stdout.strip() != ours

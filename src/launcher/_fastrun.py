@@ -51,7 +51,11 @@ def _tag() -> str:
 def key(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str) -> str:
     settings = sorted(f"{k}={v}" for k, v in environ.items()
                       if k.startswith("LAUNCHER_") and k != "LAUNCHER_RUN_ID")
-    return "\0".join([str(VERSION), cwd, environ.get("PATH") or "", *settings, "", *args])
+    # Which installation of the launcher (and which Python runs it) asks:
+    # two installs sharing a cache must never exec each other's plans (their
+    # gates, their own files watched, not this one's).
+    return "\0".join([str(VERSION), __file__, sys.executable, cwd, environ.get("PATH") or "", *settings, "",
+                      *args])
 
 
 def entry_path(root: str, text: str) -> str:
