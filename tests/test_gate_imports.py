@@ -127,3 +127,22 @@ def test_warm_launcher_run_imports_no_heavy_module(py311: str, base_env: dict[st
     for name in ("__init__", "__main__", "_fastrun", "execute"):
         assert re.search(rf"^# \S+/launcher/__pycache__/{name}\.\S+\.pyc matches \S+/launcher/{name}\.py$",
                          verbose, re.M), f"launcher/{name}.py was compiled from source"
+
+
+def test_the_gates_miss_part_is_read_only_on_a_miss(base_env: dict[str, str], py311: str, py313: str,
+                                                    tmp_path: Path) -> None:
+    # Building, records and rare exits live in _launcher_miss.py so that a
+    # matched start does not read and unmarshal them: a hit never loads it
+    # (with bytecode writing off, its .pyc appears only once it is loaded).
+    env = dict(base_env, LAUNCHER_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([str(LAUNCHER), "run", *offline_with("six"), "--", py311, "-c", "import six"],
+                   env=env, check=True, capture_output=True, timeout=300)
+    boot = next((tmp_path / "cache" / "bootstrap").iterdir())
+    assert (boot / "_launcher_miss.py").is_file()
+    assert not list((boot / "__pycache__").glob("_launcher_miss.*"))
+    # A worker the launcher could not see (3.13 behind sh) takes the miss path.
+    script = f"{py313} -c 'import six, sys; print(sys.modules[\"six\"].__file__)'"
+    got = subprocess.run([str(LAUNCHER), "run", *offline_with("six"), "--", "/bin/sh", "-c", script],
+                         env=env, check=True, capture_output=True, text=True, timeout=300)
+    assert "/trees/cp313-" in got.stdout, got
+    assert list((boot / "__pycache__").glob("_launcher_miss.*.pyc"))

@@ -1,7 +1,7 @@
 """The bootstrap dir: the directory put first on PYTHONPATH.
 
-It holds only our `sitecustomize.py` (the gate) and the part of it the gate
-loads on demand (`_launcher_preloads.py`).  Its name is the digest of
+It holds only our `sitecustomize.py` (the gate) and the parts of it the gate
+loads on demand (`_launcher_preloads.py`, `_launcher_miss.py`).  Its name is the digest of
 the gate's source, so a launcher upgrade never mixes gates, concurrent
 launches share one copy, and it is published by atomic rename.
 """
@@ -18,7 +18,8 @@ from launcher.cache import CacheLayout, safety
 
 GATE_SOURCE = Path(__file__).with_name("gate") / "sitecustomize.py"
 # The gate's rarely used part (preloads), which it loads on demand from beside itself.
-GATE_FILES = (GATE_SOURCE, GATE_SOURCE.with_name("_launcher_preloads.py"))
+GATE_FILES = (GATE_SOURCE, GATE_SOURCE.with_name("_launcher_preloads.py"),
+              GATE_SOURCE.with_name("_launcher_miss.py"))
 
 
 @functools.cache

@@ -149,10 +149,10 @@ def prepare(
     # The launcher's own files too: after an upgrade (or an edit of an
     # editable install) the warm path must not reuse a plan from the old one.
     import launcher as _self
-    from launcher.bootstrap import GATE_SOURCE
+    from launcher.bootstrap import GATE_FILES, GATE_SOURCE
 
     watch = [gate, str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
-    watch.append(str(boot / "_launcher_preloads.py"))  # the gate's on-demand part (preloads)
+    watch.extend(str(boot / f.name) for f in GATE_FILES[1:])  # the gate's on-demand parts
     # Every place config discovery looked (found or not) and every
     # requirements file read: an edit, or a file appearing, changes the plan.
     watch.extend(str(p) for p in resolved.examined)

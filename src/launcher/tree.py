@@ -525,7 +525,7 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
 
 def installer_env() -> dict[str, str]:
     """The environment the installer runs in: it must not inject the launcher into itself."""
-    from launcher.gate.sitecustomize import scrubbed_env
+    from launcher.gate._launcher_miss import scrubbed_env
 
     env: dict[str, str] = scrubbed_env(os.environ)
     return env

@@ -61,59 +61,12 @@ def _say(msg):
         pass
 
 
-def _jstr(s):
-    out = []
-    for ch in str(s):
-        o = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif o < 0x20:
-            out.append("\\u%04x" % o)
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
 def _record(env, event, **fields):
-    """Append one JSON line to this run's record (cheap: one open/write)."""
-    run = env.get("LAUNCHER_RUN_ID")
-    cache = env.get("LAUNCHER_CACHE_DIR")
-    if not run or not cache:
-        return
-    fields["event"] = event
-    fields["pid"] = os.getpid()
-    fields["ppid"] = os.getppid()
-    parts = []
-    for k, v in fields.items():
-        if v is None:
-            parts.append('"%s": null' % k)
-        elif v is True or v is False:
-            parts.append('"%s": %s' % (k, "true" if v else "false"))
-        elif isinstance(v, int):
-            parts.append('"%s": %d' % (k, v))
-        elif isinstance(v, (list, tuple)):
-            parts.append('"%s": [%s]' % (k, ", ".join(_jstr(x) for x in v)))
-        else:
-            parts.append('"%s": %s' % (k, _jstr(v)))
-    line = ("{" + ", ".join(parts) + "}\n").encode("utf-8", "replace")
-    path = cache + "/runs/" + run + ".jsonl"
-    if _untrusted(cache, True) is not None or _untrusted(cache + "/runs") is not None:
-        return  # never append through a link, or into a dir others control
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    """Append one JSON line to this run's record (the miss part writes it)."""
     try:
-        fd = os.open(path, flags, 0o600)
-    except OSError:
-        try:
-            os.makedirs(cache + "/runs", 0o700, exist_ok=True)
-            fd = os.open(path, flags, 0o600)
-        except OSError:
-            return
-    try:
-        os.write(fd, line)
-    except OSError:
-        pass  # a full disk or quota: the record is skipped, the program runs
-    finally:
-        os.close(fd)
+        _part("miss").record(env, event, **fields)
+    except Exception:
+        pass  # a record is never worth the program
 
 
 def _place(tree, priority):
@@ -136,182 +89,6 @@ def _published(tree):
         return (os.lstat(tree).st_mode & 0o170000) == 0o040000
     except OSError:
         return False
-
-
-def _untrusted(path, follow=False):
-    """Why `path` must not be written or run from: not a real directory of
-    ours, or writable by others (the rule `launcher run` applies; None when
-    it is fine or does not exist yet).  Only the miss path asks: a hit
-    writes nothing."""
-    try:
-        st = os.stat(path) if follow else os.lstat(path)
-    except OSError:
-        return None
-    if (st.st_mode & 0o170000) != 0o040000:
-        return "is not a directory"
-    if st.st_uid != os.getuid():
-        return "is owned by uid %d, not you" % st.st_uid
-    if st.st_mode & 0o022 and not (follow and st.st_mode & 0o1000):
-        return "is writable by others"
-    return None
-
-
-def _build(env, key, tree, exe):
-    """Miss path.  Cold workers of one tree queue on a lock file of their own:
-    the first asks the launcher to build, the others sleep (no launcher
-    process each) until the tree is published and use it ("waited")."""
-    cache = env["LAUNCHER_CACHE_DIR"]
-    for path, follow in ((cache, True), (cache + "/locks", False)):
-        why = _untrusted(path, follow)
-        if why is not None:
-            _say("the cache dir %s %s, so the runtime for %s is not built from it; continuing "
-                 "without it. Run 'launcher doctor' for the fix." % (path, why, key))
-            return "untrusted"
-    try:
-        import fcntl
-
-        fd = os.open("%s/locks/%s-%s.gate-lock" % (cache, key, env.get("LAUNCHER_SPEC", "")),
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except (ImportError, OSError):
-        fd = None  # nothing to queue on: build unqueued, as before
-    import time
-
-    try:
-        limit = float(env.get("LAUNCHER_LOCK_TIMEOUT", "900"))
-    except ValueError:
-        limit = 900.0
-    deadline = time.time() + limit
-    pause = 0.002
-    while fd is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            pass
-        except OSError:  # no flock here (some network filesystems): unqueued
-            os.close(fd)
-            fd = None
-            break
-        # Polled, not blocking: a stuck build must not hang us past the timeout.
-        if _published(tree):
-            os.close(fd)
-            return "waited"
-        if time.time() > deadline:
-            os.close(fd)
-            _say("timed out after %ds waiting for another process to build the runtime for %s; "
-                 "continuing without it. Run 'launcher doctor'." % (limit, key))
-            return "failed"
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.025)
-    try:
-        if fd is not None and _published(tree):
-            return "waited"  # published while we took the lock
-        return _build_now(env, key, tree, exe)
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _build_now(env, key, tree, exe):
-    """Ask the launcher (its own interpreter, scrubbed env) to build."""
-    cache = env["LAUNCHER_CACHE_DIR"]
-    spec = env.get("LAUNCHER_SPEC", "")
-    failed = cache + "/failures/" + key + "-" + spec + ".json"
-    try:
-        ttl = float(env.get("LAUNCHER_FAILURE_TTL", "60"))
-    except ValueError:
-        ttl = 60.0
-    import time
-
-    try:
-        age = time.time() - os.stat(failed).st_mtime
-    except OSError:
-        age = None
-    if age is not None and age < ttl:
-        _say("runtime for %s is unavailable: its build failed %ds ago (%s); continuing without it. "
-             "Run 'launcher doctor' for details." % (key, age, _failure_reason(failed)))
-        return "failed-recently"
-    if not os.access(cache, os.W_OK):
-        # A read-only cache (a prewarmed CI image) serves what it has; asking
-        # the launcher to build would only fail more slowly.
-        _say("runtime for %s is not in the cache %s, which is read-only; continuing without it. "
-             "Prewarm it with 'launcher prewarm' where the cache is writable." % (key, cache))
-        return "read-only"
-    launcher_python = env.get("LAUNCHER_SELF_PYTHON")
-    if not launcher_python or not os.path.exists(launcher_python):
-        _say("cannot build the runtime for %s: the launcher's interpreter %r is gone; "
-             "continuing without it. Run 'launcher doctor'." % (key, launcher_python))
-        return "no-launcher"
-    import subprocess
-
-    child_env = scrubbed_env(env)
-    argv = [
-        launcher_python, "-I", "-m", "launcher", "_build",
-        "--python", exe or "",
-        "--spec", spec,
-        "--expect-key", key,
-        "--cache-dir", cache,
-        "--run-id", env.get("LAUNCHER_RUN_ID", ""),
-        "--requested-by", str(os.getpid()),
-        "--failure-ttl", str(ttl),
-        "--build", env.get("LAUNCHER_BUILD") or "fallback",
-    ]
-    start = time.time()
-    try:
-        # The builder's own output must never reach the workload's stdout.
-        proc = subprocess.run(
-            argv, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as exc:
-        _say("cannot start the launcher to build the runtime for %s (%s); continuing "
-             "without it. Run 'launcher doctor'." % (key, exc))
-        return "no-launcher"
-    if proc.returncode == 0 and _published(tree):
-        _record(env, "built", key=key, tree=tree, seconds=int(time.time() - start))
-        return "built"
-    reason = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-    _say(
-        "could not build the runtime for %s (%s); continuing without it. "
-        "Run 'launcher doctor' for details."
-        % (key, reason[-1].replace("launcher: ", "") if reason else "exit %d" % proc.returncode)
-    )
-    return "failed"
-
-
-def _failure_reason(path):
-    """The reason a remembered build failure gives (the launcher's Failure record)."""
-    try:
-        import json
-
-        with open(path, encoding="utf-8") as f:
-            reason = json.load(f).get("error")
-    except Exception:
-        reason = None
-    return str(reason).splitlines()[0] if reason else "reason unknown"
-
-
-def scrubbed_env(env):
-    """What the installer and the builder see: no gate (our bootstrap, an outer
-    launch's too), no preloads or shim of ours, no LAUNCHER_* variables.  The
-    launcher's own installer calls this too (tree.installer_env)."""
-    out = {}
-    boot = env.get("LAUNCHER_BOOTSTRAP", "")
-    for k, v in env.items():
-        if k.startswith("LAUNCHER_") or k in ("PYTHONPATH", "PYTHON_EXEC", "VIRTUAL_ENV"):
-            continue
-        out[k] = v
-    kept = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-            if p and p != boot and "/bootstrap/" not in p]
-    if kept:
-        out["PYTHONPATH"] = os.pathsep.join(kept)
-    orig = env.get("LAUNCHER_ORIG_LD_PRELOAD")
-    if orig is not None:
-        if orig.startswith("set:"):
-            out["LD_PRELOAD"] = orig[4:]
-        else:
-            out.pop("LD_PRELOAD", None)
-    return out
 
 
 def _ensure_pyc():
@@ -370,7 +147,7 @@ def _load_plugins(env, tree):
                 obj()
         except BaseException as exc:  # a broken plugin must not take the workload down
             if isinstance(exc, SystemExit):
-                _exit_as(exc)
+                _part("miss").exit_as(exc)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             _record(env, "plugin-skipped", plugin=name, target=target,
@@ -486,23 +263,27 @@ def _hook_children(shim, boot, shim_dir):
     sys.meta_path.insert(0, finder)
 
 
-_PRELOAD_MOD = []
+_PARTS = {}
 
 
-def _preload_mod():
-    """_launcher_preloads, beside this file, loaded by path (never found on
-    sys.path by accident), from its own bytecode: written here like ours in
-    _ensure_pyc when PYTHONDONTWRITEBYTECODE keeps the import system from it."""
-    if _PRELOAD_MOD:
-        return _PRELOAD_MOD[0]
+def _part(name):
+    """The gate's on-demand part _launcher_<name>.py ("preloads": shims and
+    children's hooks; "miss": building, records, rare exits), beside this
+    file, loaded by path (never found on sys.path by accident) and from its
+    own bytecode: written here like ours in _ensure_pyc when
+    PYTHONDONTWRITEBYTECODE keeps the import system from it.  Kept out of
+    this file so a matched start does not read and unmarshal them."""
+    mod = _PARTS.get(name)
+    if mod is not None:
+        return mod
     try:
         import _frozen_importlib_external as ext
     except ImportError:
         from importlib import _bootstrap_external as ext
-    name = "_launcher_preloads"
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
-    loader = ext.SourceFileLoader(name, path)
-    code = loader.get_code(name)
+    modname = "_launcher_" + name
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), modname + ".py")
+    loader = ext.SourceFileLoader(modname, path)
+    code = loader.get_code(modname)
     if sys.dont_write_bytecode:
         try:
             cached = ext.cache_from_source(path)
@@ -511,13 +292,17 @@ def _preload_mod():
                 loader._cache_bytecode(path, cached, ext._code_to_timestamp_pyc(code, st.st_mtime, st.st_size))
         except Exception:
             pass
-    mod = type(sys)(name)
+    mod = type(sys)(modname)
     mod.__file__ = path
     mod.__loader__ = loader
     exec(code, mod.__dict__)
-    mod._say, mod._flags, mod._orig_argv = _say, _flags, _orig_argv
-    _PRELOAD_MOD.append(mod)
+    mod._say, mod._flags, mod._orig_argv, mod._published = _say, _flags, _orig_argv, _published
+    _PARTS[name] = mod
     return mod
+
+
+def _preload_mod():
+    return _part("preloads")
 
 
 INSTALLERS = ("pip", "ensurepip", "venv", "virtualenv")
@@ -600,7 +385,7 @@ def _main():
             state = "reported"
         else:
             _ensure_pyc()
-            state = _build(env, key, tree, exe)
+            state = _part("miss").build(env, key, tree, exe)
         if state == "hit" or state == "built" or state == "waited":
             _place(tree, env.get("LAUNCHER_PRIORITY", "last"))
             _load_plugins(env, tree)
@@ -614,33 +399,6 @@ def _main():
         )
     _ensure_pyc()
     _chain(boot)
-
-
-def _exit_as(exc):
-    """End the process as a SystemExit raised by the program would (its
-    code, its message), not as one raised during start-up would: there
-    CPython turns it into a fatal init error with exit code 1."""
-    code = exc.code
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code & 0xFF
-    else:
-        _say_raw(str(code))
-        status = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(status)
-
-
-def _say_raw(text):
-    try:
-        os.write(2, (text + "\n").encode("utf-8", "replace"))
-    except Exception:
-        pass
 
 
 def _interrupted():
