@@ -78,12 +78,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dict[str, str],
-                                                     tmp_path: Path) -> None:
+def _jemalloc() -> str:
     try:
-        jemalloc = preload.resolve_one("jemalloc").path
+        return preload.resolve_one("jemalloc").path
     except UsageError:
         missing("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
+
+
+def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    jemalloc = _jemalloc()
     torchrun = str(Path(torch_python).parent / "torchrun")
     script = tmp_path / "rank.py"
     script.write_text(RANK)
@@ -149,10 +153,7 @@ def _ranks(torchrun: str, script: Path, env: dict[str, str]) -> list[dict]:
 
 def test_ranks_run_on_the_users_python_exec_with_preloads_and_their_own_tree(
         torch_python: str, env: dict[str, str], py313t: str, tmp_path: Path) -> None:
-    try:
-        preload.resolve_one("jemalloc")
-    except UsageError:
-        missing("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
+    _jemalloc()
     torchrun = str(Path(torch_python).parent / "torchrun")
     script = tmp_path / "rank.py"
     script.write_text(PLAIN_RANK)
