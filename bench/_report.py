@@ -86,10 +86,21 @@ about 9× to 34× a bare interpreter start and their wrapped runs 9× to 140×; 
 empty `sitecustomize` on PYTHONPATH costs 1.14×, and a Python program that only
 execs Python 1.9×.
 
-The cold-herd row also reports its floor: what 15 more workers cost on the
-same machine with no launcher at all. On a busy two-core machine that floor
-alone can exceed the budget; the difference between the row and its floor is
-what the launcher adds.
+The *cold herd* row's value is what the launcher adds to a herd of 16 cold
+workers, in units of one cold build: (the herd under the launcher − the same
+herd without it, timed in the same round) / one cold build, with exactly one
+install checked in every round.
+
+The *preload* rows compare with a bare start that has `LD_PRELOAD` set, so
+they show what the shim and the gate add, not what jemalloc costs: a process
+started through the shim, a spawn worker (the multiprocessing executable), a
+`subprocess.run([sys.executable, ...])` child (through the shim, argv
+unchanged) and a child started by name (one re-exec: two interpreter starts).
+
+The *launch* rows time a warm `launcher run` as users install it (an editable
+dev install, `uv pip install` and `pip install` of the wheel), side by side
+with a bare start and with `uv run --no-project`; *warm with a 5,000-module
+tree* shows the warm path's checks do not grow with the size of a tree.
 
 The *executor* rows compare `launcher.Executor` with loky's reusable executor
 on the same interpreter: a warm round-trip, a fan-out of 64 tiny tasks, and
@@ -99,7 +110,8 @@ the driver's peak RSS while it receives a 200 MB result (an absolute budget of
 """
 
 DOC_FOOTER = """
-Reproduce with `make bench` (about two minutes on two cores): it writes this
+Reproduce with `make bench` (about four minutes on two cores; it installs loky into
+its scratch directory from PyPI for the executor rows): it writes this
 table and a JSON file to `bench/results/` and exits non-zero when a row is over
 its budget. `python bench/run.py --write-docs` also refreshes this page.
 """
