@@ -24,7 +24,7 @@ from launcher.command import CommandTarget, analyse
 from launcher.config import Resolved, Settings, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
-from launcher.spec import Spec, build_spec, read_requirement_files
+from launcher.spec import RequirementFiles, Spec, build_spec, read_requirement_files
 
 if TYPE_CHECKING:
     from launcher.tree import Manifest
@@ -112,12 +112,87 @@ def prepare(
         resolved = Resolved(settings=settings)
     say = say or (lambda msg: None)
 
+    inputs = _read_inputs(list(command), settings, workdir, environ)
+    store = _open_cache(inputs)
+    boot = store.bootstrap()
+    if boot is None:
+        msg = (f"cannot write the launcher's cache {inputs.layout.root} ({store.problem}); the command runs "
+               "without the launcher (no runtime packages, no preloads). Make it writable (free space), "
+               "or set LAUNCHER_CACHE_DIR.")
+        say(msg)
+        return Prepared(argv=list(command), env=dict(environ), settings=settings, spec=inputs.spec,
+                        layout=inputs.layout, bootstrap=inputs.layout.bootstrap, target=inputs.target,
+                        warnings=[msg], cache_writable=False)
+    watch = _watch_list(boot, resolved, inputs, store)
+    run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
+    wanted = [interpreter_path(p, cwd=workdir, search_path=environ.get("PATH")) for p in settings.python]
+    if inputs.target is not None and inputs.target.interpreter:
+        wanted.append(inputs.target.interpreter)
+    out = _Outcome(say=say, watch=watch)
+    for path in dict.fromkeys(wanted):
+        _prepare_interpreter(path, inputs, settings, store, boot, run_id, out, build=build,
+                             progress=say if verbose else None, activity=activity, note=note or say)
+    libs, shim_dir = inputs.libs, inputs.shim_dir
+    if out.shims_missing:
+        # Without its shim an interpreter's gate would re-exec, fail to write
+        # one too and say so again: this run has no preloads, said once.
+        out.warn(f"cannot write the preload shims in {shim_dir} ({store.problem}); the command runs "
+                 "without its preloads")
+        libs, shim_dir = [], None
+        out.interpreters = [replace(pi, shim=None) for pi in out.interpreters]
+    ours = _our_variables(boot, inputs.layout, inputs.spec, settings, libs, shim_dir,
+                          record=settings.record and store.writable)
+    failed = [pi.interpreter.abi_key for pi in out.interpreters if pi.state == "failed"]
+    if failed:
+        # The gate of those interpreters stays quiet: one failure, one line.
+        ours["LAUNCHER_REPORTED"] = ",".join(dict.fromkeys(failed))
+    ld_preload = ":".join(lib.path for lib in libs) if libs and shim_dir is None else None
+
+    exec_argv = _through_shim(list(command), inputs.target, wanted, out.interpreters)
+    env = execute.child_env(environ, ours, ld_preload)
+    env["LAUNCHER_RUN_ID"] = run_id
+    return Prepared(argv=exec_argv, env=env, settings=settings, spec=inputs.spec, layout=inputs.layout,
+                    bootstrap=boot, target=inputs.target, interpreters=out.interpreters,
+                    warnings=out.warnings, notes=out.notes, watch=out.watch, watch_trees=out.watch_trees,
+                    ours=ours, ld_preload=ld_preload, cache_writable=store.problem is None)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the settings and the command ask for, validated before anything runs."""
+
+    layout: CacheLayout
+    requirement_files: RequirementFiles
+    spec: Spec | None
+    target: CommandTarget | None
+    libs: list[Any]  # preload.Library
+    shim_dir: Path | None
+
+
+@dataclass
+class _Outcome:
+    """What preparing each interpreter adds up to."""
+
+    say: Callable[[str], None]
+    watch: list[str]
+    interpreters: list[PreparedInterpreter] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    watch_trees: list[str] = field(default_factory=list)
+    shims_missing: bool = False
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        self.say(msg)
+
+
+def _read_inputs(command: list[str], settings: Settings, workdir: Path, environ: Mapping[str, str]) -> _Inputs:
     layout = CacheLayout(_cache_root(settings, environ))
     req_files = read_requirement_files([workdir / p for p in settings.with_requirements])
     spec = build_spec(settings.with_, req_files,
                       [str(workdir / p) if "://" not in p else p for p in settings.find_links],
                       settings.index_url, settings.offline, settings.build)
-    target = _check_command(list(command), environ)
+    target = _check_command(command, environ)
     # Preload libraries are checked before anything is built or run.
     libs = []
     if settings.preload:
@@ -125,119 +200,88 @@ def prepare(
 
         libs = preload.resolve(settings.preload, bits=64 if sys.maxsize > 2**32 else 32,
                                machine=os.uname().machine)
-
     shim_dir = None
     if libs and settings.preload_scope == "python":
         shim_dir = layout.shims / _preload_digest([lib.path for lib in libs])
-    # Refuse (exit 2) before anything runs unless the cache is safe to run
-    # code from -- a read-only one included, which is never written below.
+    return _Inputs(layout, req_files, spec, target, libs, shim_dir)
+
+
+def _open_cache(inputs: _Inputs) -> _Store:
+    """Refuse (exit 2) before anything runs unless the cache is safe to run
+    code from -- a read-only one included, which is then never written."""
     from launcher.bootstrap import bootstrap_dir
     from launcher.cache import safety
 
-    code_dirs = (bootstrap_dir(layout),) + ((shim_dir,) if shim_dir is not None else ())
+    layout = inputs.layout
+    code_dirs = (bootstrap_dir(layout),) + ((inputs.shim_dir,) if inputs.shim_dir is not None else ())
     safety.check(layout, extra=code_dirs)
-    store = _Store(layout, code_dirs)
-    boot = store.bootstrap()
-    if boot is None:
-        msg = (f"cannot write the launcher's cache {layout.root} ({store.problem}); the command runs "
-               "without the launcher (no runtime packages, no preloads). Make it writable (free space), "
-               "or set LAUNCHER_CACHE_DIR.")
-        say(msg)
-        return Prepared(argv=list(command), env=dict(environ), settings=settings, spec=spec, layout=layout,
-                        bootstrap=layout.bootstrap, target=target, warnings=[msg], cache_writable=False)
-    gate = str(boot / "sitecustomize.py")
+    return _Store(layout, code_dirs)
+
+
+def _watch_list(boot: Path, resolved: Resolved, inputs: _Inputs, store: _Store) -> list[str]:
+    """Every file whose change (or appearance) would change the plan: what the
+    warm path re-checks before it reuses it."""
     # The launcher's own files too: after an upgrade (or an edit of an
     # editable install) the warm path must not reuse a plan from the old one.
     import launcher as _self
     from launcher.bootstrap import GATE_FILES, GATE_SOURCE
 
-    watch = [gate, str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
+    watch = [str(boot / "sitecustomize.py"), str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
     watch.extend(str(boot / f.name) for f in GATE_FILES[1:])  # the gate's on-demand parts
     # Every place config discovery looked (found or not) and every
     # requirements file read: an edit, or a file appearing, changes the plan.
     watch.extend(str(p) for p in resolved.examined)
     if resolved.config_file is not None and resolved.config_file not in resolved.examined:
         watch.append(str(resolved.config_file))
-    watch.extend(str(p) for p in req_files.files)
-    if target is not None:
-        watch.extend(target.looked)  # a `python3` appearing earlier on PATH
-    watch.extend(lib.path for lib in libs)  # a preload library removed or replaced
-    if spec is not None:
-        store.write(spec.save, layout)
-        watch.append(str(layout.spec_file(spec.hash)))
+    watch.extend(str(p) for p in inputs.requirement_files.files)
+    if inputs.target is not None:
+        watch.extend(inputs.target.looked)  # a `python3` appearing earlier on PATH
+    watch.extend(lib.path for lib in inputs.libs)  # a preload library removed or replaced
+    if inputs.spec is not None:
+        store.write(inputs.spec.save, inputs.layout)
+        watch.append(str(inputs.layout.spec_file(inputs.spec.hash)))
+    return watch
 
-    wanted: list[str] = [interpreter_path(p, cwd=workdir, search_path=environ.get("PATH"))
-                         for p in settings.python]
-    if target is not None and target.interpreter:
-        wanted.append(target.interpreter)
-    prepared_interps: list[PreparedInterpreter] = []
-    warnings: list[str] = []
-    notes: list[str] = []
-    run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
-    watch_trees: list[str] = []
 
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        say(msg)
+def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: _Store, boot: Path,
+                         run_id: str, out: _Outcome, *, build: bool, progress: Any,
+                         activity: Callable[[str], AbstractContextManager[object]] | None,
+                         note: Callable[[str], None]) -> None:
+    """Probe one interpreter, write its shim and ensure its runtime tree."""
+    layout, spec = inputs.layout, inputs.spec
+    interp = probe(path, layout, compile_gate=str(boot / "sitecustomize.py") if store.writable else None,
+                   save=store.writable)
+    out.watch.append(path)
+    shim = None
+    if inputs.shim_dir is not None:
+        from launcher.gate._launcher_preloads import write_shim
 
-    shims_missing = False
+        shim = store.write(write_shim, str(inputs.shim_dir), interp.executable, [lib.path for lib in inputs.libs])
+        if shim is None:
+            out.shims_missing = True
+        else:
+            out.watch.append(shim)
+    if spec is None:
+        out.interpreters.append(PreparedInterpreter(interp, None, "no-spec", shim=shim))
+        return
+    if settings.with_priority == "last":
+        from launcher.shadow import shadowed
 
-    for path in dict.fromkeys(wanted):
-        interp = probe(path, layout, compile_gate=gate if store.writable else None, save=store.writable)
-        watch.append(path)
-        shim = None
-        if shim_dir is not None:
-            from launcher.gate._launcher_preloads import write_shim
-
-            shim = store.write(write_shim, str(shim_dir), interp.executable, [lib.path for lib in libs])
-            if shim is None:
-                shims_missing = True
-            else:
-                watch.append(shim)
-        if spec is None:
-            prepared_interps.append(PreparedInterpreter(interp, None, "no-spec", shim=shim))
-            continue
-        if settings.with_priority == "last":
-            from launcher.shadow import shadowed
-
-            notes.extend(s.line(interp) for s in shadowed(interp, spec.requirements))
-        if not build:
-            prepared_interps.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash),
-                                                        "unbuilt", shim=shim))
-            continue
-        pi, manifest = _ensure_tree(layout, interp, spec, settings, run_id, shim, store,
-                                    say if verbose else None, activity, note or say)
-        if pi.error is not None:
-            warn(f"could not build the runtime for {interp.abi_key} ({pi.error}); "
+        out.notes.extend(s.line(interp) for s in shadowed(interp, spec.requirements))
+    if not build:
+        out.interpreters.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash), "unbuilt",
+                                                    shim=shim))
+        return
+    pi, manifest = _ensure_tree(layout, interp, spec, settings, run_id, shim, store, progress, activity, note)
+    if pi.error is not None:
+        out.warn(f"could not build the runtime for {interp.abi_key} ({pi.error}); "
                  "the command runs without it. Run 'launcher doctor' for details.")
-        elif pi.tree is not None and manifest is not None:
-            from launcher.tree import MANIFEST
+    elif pi.tree is not None and manifest is not None:
+        from launcher.tree import MANIFEST
 
-            watch.append(str(pi.tree / MANIFEST))
-            watch_trees.append(str(pi.tree))
-        prepared_interps.append(pi)
-
-    if shims_missing:
-        # Without its shim an interpreter's gate would re-exec, fail to write
-        # one too and say so again: this run has no preloads, said once.
-        warn(f"cannot write the preload shims in {shim_dir} ({store.problem}); the command runs "
-             "without its preloads")
-        libs, shim_dir = [], None
-        prepared_interps = [replace(pi, shim=None) for pi in prepared_interps]
-    ours = _our_variables(boot, layout, spec, settings, libs, shim_dir, record=settings.record and store.writable)
-    failed = [pi.interpreter.abi_key for pi in prepared_interps if pi.state == "failed"]
-    if failed:
-        # The gate of those interpreters stays quiet: one failure, one line.
-        ours["LAUNCHER_REPORTED"] = ",".join(dict.fromkeys(failed))
-    ld_preload = ":".join(lib.path for lib in libs) if libs and shim_dir is None else None
-
-    exec_argv = _through_shim(list(command), target, wanted, prepared_interps)
-    env = execute.child_env(environ, ours, ld_preload)
-    env["LAUNCHER_RUN_ID"] = run_id
-    return Prepared(argv=exec_argv, env=env, settings=settings, spec=spec, layout=layout,
-                    bootstrap=boot, target=target, interpreters=prepared_interps,
-                    warnings=warnings, notes=notes, watch=watch, watch_trees=watch_trees, ours=ours,
-                    ld_preload=ld_preload, cache_writable=store.problem is None)
+        out.watch.append(str(pi.tree / MANIFEST))
+        out.watch_trees.append(str(pi.tree))
+    out.interpreters.append(pi)
 
 
 def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
