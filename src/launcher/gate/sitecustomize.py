@@ -3,7 +3,10 @@
 # PYTHONPATH.  Rules (see DESIGN.md): stdlib only, CPython 3.8+ and PyPy,
 # no threads, nothing on stdout, never raise, and on the matched path nothing
 # but a few stats -- every import below that is not `os`/`sys` lives inside a
-# function that only the miss path, the preload path or chaining reaches.
+# function that only the miss path, the preload path or chaining reaches,
+# and the code of the miss path and of preloads lives in two parts beside
+# this file (_launcher_miss.py, _launcher_preloads.py), read only when a
+# process needs them (`_part`): a matched start does not even unmarshal it.
 import os
 import sys
 
