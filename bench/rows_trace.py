@@ -68,26 +68,34 @@ def _bare_env(ws: Workspace) -> dict[str, str]:
     return dict(ws.base_env(), LD_PRELOAD=JEMALLOC)
 
 
-def preload_spawn(ws: Workspace, scale: Scale, row: Row) -> Row:
+def _parent_and_children(ws: Workspace, scale: Scale, row: Row, name: str, text: str, what: str,
+                         whats: str, how: str) -> Row:
+    """A preloaded parent (started through its shim, as `launcher run` does)
+    starting 4 Python children, against the same parent bare with LD_PRELOAD.
+    `--check` first: a child reports [jemalloc mapped, re-exec'd, sys.executable]."""
     py = ws.venv("bare311")
     prepared = _preloaded(ws, py)
-    script = ws.work / "spawn_workers.py"
-    script.write_text(SPAWN)
-    shim = prepared.argv[0]  # the top process starts through its shim, as `launcher run` does
+    script = ws.work / name
+    script.write_text(text)
+    shim = prepared.argv[0]
     got = subprocess.run([shim, str(script), "--check"], env=prepared.env, capture_output=True, text=True,
                          timeout=120)
-    worker = json.loads(got.stdout) if got.returncode == 0 and got.stdout.startswith("[") else None
-    if worker is None or worker[1:] != [True, False, py]:
-        raise CommandFailed(f"the spawn worker did not start through the shim with sys.executable {py}: "
+    child = json.loads(got.stdout) if got.returncode == 0 and got.stdout.startswith("[") else None
+    if child is None or child[-3:] != [True, False, py]:
+        raise CommandFailed(f"the {what} did not start through the shim with sys.executable {py}: "
                             f"{got.stdout.strip()} {got.stderr.strip()[-300:]}")
     n = 4
     a = Cmd([shim, str(script), str(n)], prepared.env)
     b = Cmd([py, str(script), str(n)], _bare_env(ws))
-    row.note = (f"a parent and {n} spawn workers, one after the other; each worker maps jemalloc, "
-                "starts through the shim (the multiprocessing executable) without a re-exec, and has "
-                "the real sys.executable")
+    row.note = (f"a parent and {n} {whats}, one after the other; each maps jemalloc, starts through the "
+                f"shim ({how}) without a re-exec, and has the real sys.executable")
     row.summary = paired(a, b, pairs=scale.fanout).summary()
     return row.judge()
+
+
+def preload_spawn(ws: Workspace, scale: Scale, row: Row) -> Row:
+    return _parent_and_children(ws, scale, row, "spawn_workers.py", SPAWN, "spawn worker", "spawn workers",
+                                "the multiprocessing executable")
 
 
 CHILDREN = f'''\
@@ -106,24 +114,9 @@ if __name__ == "__main__":
 
 
 def preload_sys_executable_child(ws: Workspace, scale: Scale, row: Row) -> Row:
-    py = ws.venv("bare311")
-    prepared = _preloaded(ws, py)
-    script = ws.work / "sysexec_children.py"
-    script.write_text(CHILDREN)
-    shim = prepared.argv[0]
-    got = subprocess.run([shim, str(script), "--check"], env=prepared.env, capture_output=True, text=True,
-                         timeout=120)
-    if got.returncode != 0 or json.loads(got.stdout or "null") != [True, False, py]:
-        raise CommandFailed(f"the sys.executable child did not start through the shim: "
-                            f"{got.stdout.strip()} {got.stderr.strip()[-300:]}")
-    n = 4
-    a = Cmd([shim, str(script), str(n)], prepared.env)
-    b = Cmd([py, str(script), str(n)], _bare_env(ws))
-    row.note = (f"a parent and {n} `subprocess.run([sys.executable, '-c', 'pass'])` children, one after "
-                "the other; each child maps jemalloc, starts through the shim without a re-exec, and "
-                "has the real sys.executable")
-    row.summary = paired(a, b, pairs=scale.fanout).summary()
-    return row.judge()
+    return _parent_and_children(ws, scale, row, "sysexec_children.py", CHILDREN,
+                                "`subprocess.run([sys.executable, '-c', 'pass'])` child",
+                                "`subprocess.run([sys.executable, '-c', 'pass'])` children", "argv unchanged")
 
 
 def preload_reexec_child(ws: Workspace, scale: Scale, row: Row) -> Row:

