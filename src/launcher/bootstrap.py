@@ -17,7 +17,7 @@ from pathlib import Path
 from launcher.cache import CacheLayout, safety
 
 GATE_SOURCE = Path(__file__).with_name("gate") / "sitecustomize.py"
-# The gate's rarely used part (preloads), which it loads on demand from beside itself.
+# The gate and the parts it loads on demand from beside itself (preloads, miss path).
 GATE_FILES = (GATE_SOURCE, GATE_SOURCE.with_name("_launcher_preloads.py"),
               GATE_SOURCE.with_name("_launcher_miss.py"))
 

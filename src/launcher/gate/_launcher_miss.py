@@ -1,27 +1,16 @@
 # The gate's miss path and rare exits, loaded on demand by sitecustomize.py
 # (`_part("miss")`) so that every matched start does not pay for reading and
 # unmarshalling them: building a runtime (queued on a lock, by the launcher
-# in a scrubbed environment), run records, and the exits that end start-up
-# (Ctrl-C, a plugin's sys.exit).  Same rules as the gate: stdlib only,
+# in a scrubbed environment), run records, and the exit a plugin's sys.exit
+# asks for during start-up.  Same rules as the gate: stdlib only,
 # CPython 3.8+ and PyPy, never raises into the program, nothing on stdout.
-# The gate gives it `_say` and `_published` when it loads it; the launcher
-# imports `scrubbed_env` from here as an ordinary module.
+# The launcher imports `scrubbed_env` from here as an ordinary module.
 import os
 import sys
 
-
-def _say(msg):  # replaced by the gate's own when it loads this part
-    try:
-        os.write(2, ("launcher: " + msg + "\n").encode("utf-8", "replace"))
-    except Exception:
-        pass
-
-
-def _published(tree):  # replaced by the gate's own when it loads this part
-    try:
-        return (os.lstat(tree).st_mode & 0o170000) == 0o040000
-    except OSError:
-        return False
+# The gate sets these to its own functions when it loads this part
+# (scrubbed_env, all the launcher uses, needs neither).
+_say = _published = None
 
 
 def _jstr(s):

@@ -7,7 +7,7 @@
 import os
 import sys
 
-# The gate sets these to its own functions when it loads this module
+# The gate sets these to its own functions when it loads this part
 # (launcher-side users -- plan, tests -- need none of them).
 _say = _flags = _orig_argv = None
 
