@@ -94,7 +94,10 @@ def tree_digest(tree: str) -> "int | None":
 
 
 def trusted(root: str) -> bool:
-    """The cache's code directories are real directories of ours nobody else can write."""
+    """The cache's code directories are real directories of ours nobody else can write.
+
+    cache.safety.dir_problem's rule (and the gate's _untrusted), as a yes/no
+    without pathlib: keep the three in step."""
     uid = os.getuid()
     try:
         st = os.stat(root)  # the root itself may be a link the user made

@@ -70,13 +70,19 @@ def record(env, event, **fields):
 
 def _untrusted(path, follow=False):
     """Why `path` must not be written or run from: not a real directory of
-    ours, or writable by others (the rule `launcher run` applies; None when
-    it is fine or does not exist yet).  Only the miss path asks: a hit
-    writes nothing."""
+    ours, or writable by others (None when it is fine or does not exist yet).
+    Only the miss path asks: a hit writes nothing.
+
+    The rule is cache.safety.dir_problem's, and _fastrun.trusted's on the
+    warm path: three copies, kept in step by hand, because the gate can
+    import nothing of the launcher's and the warm path cannot afford to
+    import this file or pathlib."""
     try:
         st = os.stat(path) if follow else os.lstat(path)
     except OSError:
         return None
+    if (st.st_mode & 0o170000) == 0o120000:
+        return "is a symlink (the launcher never follows links inside its cache)"
     if (st.st_mode & 0o170000) != 0o040000:
         return "is not a directory"
     if st.st_uid != os.getuid():
