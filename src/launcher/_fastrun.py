@@ -153,7 +153,8 @@ def try_fast(args: "list[str]") -> None:
     sys.exit(execute.exec_command(list(argv), env))
 
 
-# `launcher run` options that take no value (every other option takes one).
+# `launcher run` options that take no value (every other option takes one):
+# the is_flag options of commands/run.py and commands/options.py.
 FLAGS = ("-q", "--quiet", "-v", "--verbose", "--offline", "--record")
 
 
