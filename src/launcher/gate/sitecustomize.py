@@ -10,8 +10,6 @@
 import os
 import sys
 
-FORMAT = 1
-MANIFEST = ".launcher-manifest.json"
 PLUGINS = ".launcher-plugins"
 
 
