@@ -297,7 +297,8 @@ def _part(name):
     mod.__file__ = path
     mod.__loader__ = loader
     exec(code, mod.__dict__)
-    # The helpers both parts share with the gate: one copy, the gate's.
+    # The gate's helpers the parts call (_say: both; _flags, _orig_argv:
+    # preloads; _published: miss), one copy of each; a part declares them None.
     mod._say, mod._flags, mod._orig_argv, mod._published = _say, _flags, _orig_argv, _published
     _PARTS[name] = mod
     return mod
