@@ -94,7 +94,10 @@ def tree_digest(tree: str) -> "int | None":
 
 
 def trusted(root: str) -> bool:
-    """The cache's code directories are real directories of ours nobody else can write."""
+    """The cache's code directories are real directories of ours nobody else can write.
+
+    cache.safety.dir_problem's rule (and the gate's _untrusted), as a yes/no
+    without pathlib: keep the three in step."""
     uid = os.getuid()
     try:
         st = os.stat(root)  # the root itself may be a link the user made
@@ -150,7 +153,8 @@ def try_fast(args: "list[str]") -> None:
     sys.exit(execute.exec_command(list(argv), env))
 
 
-# `launcher run` options that take no value (every other option takes one).
+# `launcher run` options that take no value (every other option takes one):
+# the is_flag options of commands/run.py and commands/options.py.
 FLAGS = ("-q", "--quiet", "-v", "--verbose", "--offline", "--record")
 
 
@@ -215,18 +219,27 @@ def _write(path: str, data: bytes) -> None:
 
 def _evict(memo: str) -> None:
     """Keep the newest MAX_ENTRIES entries of this Python and the plans they name."""
-    import time
-
     runs, plans = f"run-{_tag()}-", f"plan-{_tag()}-"
     names = os.listdir(memo)
+    old = f"run-{_tag()}.marshal"  # the single memo file earlier versions kept: never read now
+    if old in names:
+        try:
+            os.unlink(memo + "/" + old)
+        except FileNotFoundError:
+            pass  # a concurrent run removed it first
     entries = sorted((n for n in names if n.startswith(runs)),
                      key=lambda n: os.lstat(memo + "/" + n).st_mtime_ns)
     for n in entries[:-MAX_ENTRIES]:
         os.unlink(memo + "/" + n)
     entries = entries[-MAX_ENTRIES:]
-    stale = [n for n in names if n == f"run-{_tag()}.marshal"]
-    if len(entries) < MAX_ENTRIES and sum(n.startswith(plans) for n in names) <= len(entries) and not stale:
+    if len(entries) < MAX_ENTRIES and sum(n.startswith(plans) for n in names) <= len(entries):
         return  # nothing evicted, and plans stay no more than entries: bounded
+    _drop_unnamed_plans(memo, [n for n in names if n.startswith(plans)], entries)
+
+
+def _drop_unnamed_plans(memo: str, plans: "list[str]", entries: "list[str]") -> None:
+    import time
+
     kept = set()
     for n in entries:
         try:
@@ -235,12 +248,10 @@ def _evict(memo: str) -> None:
         except (OSError, ValueError, EOFError, TypeError, IndexError):
             continue
     now = time.time()
-    for n in names:
-        old = n == f"run-{_tag()}.marshal"  # the single-file memo of earlier versions
-        unused = n.startswith(plans) and n not in kept
+    for n in plans:
         try:
             # A plan younger than a minute may be a concurrent run's, its entry not written yet.
-            if old or unused and now - os.lstat(memo + "/" + n).st_mtime > 60:
+            if n not in kept and now - os.lstat(memo + "/" + n).st_mtime > 60:
                 os.unlink(memo + "/" + n)
         except OSError:
             pass

@@ -17,7 +17,7 @@ from pathlib import Path
 from launcher.cache import CacheLayout, safety
 
 GATE_SOURCE = Path(__file__).with_name("gate") / "sitecustomize.py"
-# The gate's rarely used part (preloads), which it loads on demand from beside itself.
+# The gate and the parts it loads on demand from beside itself (preloads, miss path).
 GATE_FILES = (GATE_SOURCE, GATE_SOURCE.with_name("_launcher_preloads.py"),
               GATE_SOURCE.with_name("_launcher_miss.py"))
 
@@ -50,8 +50,9 @@ def ensure_bootstrap(layout: CacheLayout) -> Path:
     except OSError:
         # Another launch published the same gate first (theirs is identical),
         # or a cleaner removed a file of ours: put back what is missing.
-        for f in GATE_FILES:
-            if not (target / f.name).is_file() and target.is_dir() and not target.is_symlink():
-                os.replace(tmp / f.name, target / f.name)
+        if safety.real_dir(target):
+            for f in GATE_FILES:
+                if not (target / f.name).is_file():
+                    os.replace(tmp / f.name, target / f.name)
         safety.remove(tmp)
     return target

@@ -1,27 +1,16 @@
 # The gate's miss path and rare exits, loaded on demand by sitecustomize.py
 # (`_part("miss")`) so that every matched start does not pay for reading and
 # unmarshalling them: building a runtime (queued on a lock, by the launcher
-# in a scrubbed environment), run records, and the exits that end start-up
-# (Ctrl-C, a plugin's sys.exit).  Same rules as the gate: stdlib only,
+# in a scrubbed environment), run records, and the exit a plugin's sys.exit
+# asks for during start-up.  Same rules as the gate: stdlib only,
 # CPython 3.8+ and PyPy, never raises into the program, nothing on stdout.
-# The gate gives it `_say` and `_published` when it loads it; the launcher
-# imports `scrubbed_env` from here as an ordinary module.
+# The launcher imports `scrubbed_env` from here as an ordinary module.
 import os
 import sys
 
-
-def _say(msg):  # replaced by the gate's own when it loads this part
-    try:
-        os.write(2, ("launcher: " + msg + "\n").encode("utf-8", "replace"))
-    except Exception:
-        pass
-
-
-def _published(tree):  # replaced by the gate's own when it loads this part
-    try:
-        return (os.lstat(tree).st_mode & 0o170000) == 0o040000
-    except OSError:
-        return False
+# The gate sets these to its own functions when it loads this part
+# (scrubbed_env, all the launcher uses, needs neither).
+_say = _published = None
 
 
 def _jstr(s):
@@ -81,13 +70,19 @@ def record(env, event, **fields):
 
 def _untrusted(path, follow=False):
     """Why `path` must not be written or run from: not a real directory of
-    ours, or writable by others (the rule `launcher run` applies; None when
-    it is fine or does not exist yet).  Only the miss path asks: a hit
-    writes nothing."""
+    ours, or writable by others (None when it is fine or does not exist yet).
+    Only the miss path asks: a hit writes nothing.
+
+    The rule is cache.safety.dir_problem's, and _fastrun.trusted's on the
+    warm path: three copies, kept in step by hand, because the gate can
+    import nothing of the launcher's and the warm path cannot afford to
+    import this file or pathlib."""
     try:
         st = os.stat(path) if follow else os.lstat(path)
     except OSError:
         return None
+    if (st.st_mode & 0o170000) == 0o120000:
+        return "is a symlink (the launcher never follows links inside its cache)"
     if (st.st_mode & 0o170000) != 0o040000:
         return "is not a directory"
     if st.st_uid != os.getuid():

@@ -7,7 +7,7 @@
 import os
 import sys
 
-# The gate sets these to its own functions when it loads this module
+# The gate sets these to its own functions when it loads this part
 # (launcher-side users -- plan, tests -- need none of them).
 _say = _flags = _orig_argv = None
 
@@ -207,14 +207,27 @@ def _wrap_popen(mod, shim, boot, shim_dir):
     inner = getattr(cls, "_execute_child", None)
     if inner is None or getattr(inner, "_launcher_shim", None) is not None:
         return
+    # Popen.__init__ passes everything to _execute_child positionally, in the
+    # order of its parameters: (self, args, executable, preexec_fn, close_fds,
+    # pass_fds, cwd, env, startupinfo, creationflags, shell, ...) on CPython
+    # 3.8-3.13 and PyPy alike.  Where env and shell sit is read from the
+    # method's own signature, not assumed: a version that moves them is still
+    # read right, and one that renames them (or a replaced Popen without a
+    # code object) is left alone -- children then re-exec, preloaded.
+    try:
+        code = inner.__code__
+        names = code.co_varnames[:code.co_argcount]
+        if names[:3] != ("self", "args", "executable"):
+            return
+        at_env, at_shell = names.index("env") - 3, names.index("shell") - 3
+    except (AttributeError, ValueError):
+        return
     real = sys.executable
 
     def _execute_child(self, args, executable, *rest, **kw):
-        # (args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
-        # creationflags, shell, ...) on every CPython 3.8+ and PyPy.
         try:
-            env = rest[4] if len(rest) > 4 else kw.get("env")
-            shell = rest[7] if len(rest) > 7 else kw.get("shell")
+            env = rest[at_env] if len(rest) > at_env else kw.get("env")
+            shell = rest[at_shell] if len(rest) > at_shell else kw.get("shell")
             if (executable is None and not shell and isinstance(args, (list, tuple)) and args
                     and args[0] == real and _gated_env(os.environ if env is None else env, boot, shim_dir)
                     and not _isolating(args)):

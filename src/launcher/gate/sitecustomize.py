@@ -10,8 +10,6 @@
 import os
 import sys
 
-FORMAT = 1
-MANIFEST = ".launcher-manifest.json"
 PLUGINS = ".launcher-plugins"
 
 
@@ -215,7 +213,7 @@ def _preloads(env):
         env.pop("LAUNCHER_SHIM_PID", None)
         shim = env.get("LAUNCHER_SHIM")
     else:
-        shim = _preload_mod().not_via_shim(env, shim_dir, pid)
+        shim = _part("preloads").not_via_shim(env, shim_dir, pid)
     if shim:
         _python_exec(env, shim_dir, shim)
         _hook_children(shim, env.get("LAUNCHER_BOOTSTRAP"), shim_dir)
@@ -233,7 +231,7 @@ def _python_exec(env, shim_dir, shim):
     # torchrun starts its workers with PYTHON_EXEC (default sys.executable).
     cur = env.get("PYTHON_EXEC")
     if cur and not cur.startswith(shim_dir + "/"):
-        _preload_mod().user_python_exec(env, shim_dir, cur)  # the user's: shim theirs
+        _part("preloads").user_python_exec(env, shim_dir, cur)  # the user's: shim theirs
     elif not cur or not env.get("LAUNCHER_USER_PYTHON_EXEC"):
         if "LAUNCHER_USER_PYTHON_EXEC" in env:
             del env["LAUNCHER_USER_PYTHON_EXEC"]
@@ -245,7 +243,7 @@ def _hook_children(shim, boot, shim_dir):
     # Children's hooks are set when subprocess / multiprocessing.spawn are
     # imported; until then only this small finder waits (no class, no load).
     if "subprocess" in sys.modules or "multiprocessing.spawn" in sys.modules:
-        _preload_mod().hook_children(shim, boot, shim_dir)
+        _part("preloads").hook_children(shim, boot, shim_dir)
         return
 
     def find_spec(name, path=None, target=None):
@@ -256,7 +254,7 @@ def _hook_children(shim, boot, shim_dir):
         except ValueError:
             pass
         try:
-            full = _preload_mod().hook_children(shim, boot, shim_dir)
+            full = _part("preloads").hook_children(shim, boot, shim_dir)
             return full.find_spec(name, path, target) if full is not None else None
         except Exception:
             return None  # the user's import goes on as if we were not here
@@ -299,13 +297,11 @@ def _part(name):
     mod.__file__ = path
     mod.__loader__ = loader
     exec(code, mod.__dict__)
+    # The gate's helpers the parts call (_say: both; _flags, _orig_argv:
+    # preloads; _published: miss), one copy of each; a part declares them None.
     mod._say, mod._flags, mod._orig_argv, mod._published = _say, _flags, _orig_argv, _published
     _PARTS[name] = mod
     return mod
-
-
-def _preload_mod():
-    return _part("preloads")
 
 
 INSTALLERS = ("pip", "ensurepip", "venv", "virtualenv")
@@ -397,7 +393,7 @@ def _main():
         _record(
             env, "gate", key=key or abi_key(), state=state, tree=tree,
             executable=sys.executable, via_shim=via_shim,
-            preloads_mapped=_preload_mod().mapped(preloads.split(":"))
+            preloads_mapped=_part("preloads").mapped(preloads.split(":"))
             if preloads and env.get("LAUNCHER_RECORD") else None,
         )
     _ensure_pyc()
