@@ -43,7 +43,6 @@ from launcher.cache import safety
 from launcher.cache.layout import CacheLayout, default_cache_dir
 from launcher.errors import UsageError
 
-USED = "used"
 _STALE = re.compile(r"^\.(tmp|trash)-(?P<tree>.+)-(?P<pid>\d+)-(?P<ns>\d+)$")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
@@ -59,7 +58,7 @@ def layout_for(cache_dir: str | None) -> CacheLayout:
 
 
 def used_stamp(layout: CacheLayout, name: str) -> Path:
-    return layout.root / USED / name
+    return layout.used / name
 
 
 def mark_used(layout: CacheLayout, tree: Path) -> None:
@@ -151,7 +150,7 @@ def tree_info(layout: CacheLayout, name: str) -> TreeInfo:
         # their access time, i.e. look like a use.
         size = sum(f.size for f in manifest.files)
     else:
-        size = du(path)
+        size = safety.size(path)
     last, source = _last_used(layout, name, st, manifest.built_at if manifest else None)
     return TreeInfo(**base | {"problem": problem}, status=status, size=size,
                     last_used=last, last_used_from=source)
@@ -172,48 +171,6 @@ def _last_used(layout: CacheLayout, name: str, st: os.stat_result,
     except OSError:
         candidates.append((built_at, "built") if built_at is not None else (st.st_mtime, "modified"))
     return max(candidates)
-
-
-def du(path: Path) -> int:
-    """Bytes under `path`, never following symlinks, without touching access times
-    where the kernel lets us (O_NOATIME: files we own)."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
-    noatime = getattr(os, "O_NOATIME", 0)
-
-    def open_dir(name: str | Path, dir_fd: int | None) -> int:
-        try:
-            return os.open(name, flags | noatime, dir_fd=dir_fd)
-        except PermissionError:
-            return os.open(name, flags, dir_fd=dir_fd)
-
-    def walk(fd: int) -> int:
-        total = 0
-        with os.scandir(fd) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                total += st.st_size
-                if stat.S_ISDIR(st.st_mode):
-                    try:
-                        sub = open_dir(entry.name, fd)
-                    except OSError:
-                        continue
-                    try:
-                        total += walk(sub)
-                    finally:
-                        os.close(sub)
-        return total
-
-    try:
-        fd = open_dir(path, None)
-    except OSError:
-        return 0
-    try:
-        return walk(fd)
-    finally:
-        os.close(fd)
 
 
 def stale_build_dirs(layout: CacheLayout) -> list[Path]:
@@ -507,7 +464,7 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
             report.skipped.append(Skip(str(p), "build-dir", "its tree is being built"))
             continue
         try:
-            size = du(p)
+            size = safety.size(p)
             if not report.dry_run:
                 safety.remove(p)
         finally:
@@ -536,7 +493,7 @@ def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, repor
 
 
 def _remove_orphan_stamps(layout: CacheLayout, report: Report) -> None:
-    d = layout.root / USED
+    d = layout.used
     if not safety.real_dir(d):
         return
     try:
@@ -571,11 +528,10 @@ def _remove_stamp(layout: CacheLayout, name: str, report: Report) -> None:
 def info(layout: CacheLayout) -> dict[str, Any]:
     trees = list_trees(layout)
     # Trees are measured from their manifests (walking them would look like a use).
-    areas = {"trees": sum(t.size for t in trees) + sum(du(p) for p in stale_build_dirs(layout))}
+    areas = {"trees": sum(t.size for t in trees) + sum(safety.size(p) for p in stale_build_dirs(layout))}
     for name in ("runs", "log", "probes", "specs", "failures", "bootstrap", "shims", "memo",
-                 "locks", USED):
-        p = layout.root / name
-        areas[name] = du(p) if p.is_dir() and not p.is_symlink() else 0
+                 "locks", "used"):
+        areas[name] = safety.size(layout.root / name)  # 0 for a link: never followed
     by_status: dict[str, int] = {}
     for t in trees:
         by_status[t.status] = by_status.get(t.status, 0) + 1

@@ -217,7 +217,7 @@ def temp_findings(layout: CacheLayout) -> list[Finding]:
                 out.append(ok("temp", f"{tmp.name}: an install by pid {pid} is in progress",
                               path=str(tmp), pid=pid, stale=False))
                 continue
-            size = _size(tmp)
+            size = safety.size(tmp)
             out.append(warn("temp", f"{tmp} was left by a killed install (pid {pid} is gone; "
                                     f"{size / 1e6:.1f} MB)", f"rm -rf {tmp} (the next build of that tree also "
                                                              "removes it)",
@@ -234,10 +234,6 @@ def _pid_of_temp(tmp: Path, tree_tmp: bool) -> int | None:
         return int(parts[1])
     except (IndexError, ValueError):
         return None
-
-
-def _size(path: Path) -> int:
-    return safety.size(path)
 
 
 def installer_findings() -> list[Finding]:
