@@ -304,7 +304,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
     try:
         lock.acquire()
     except Timeout:
-        holder = _lock_holder(lock_path)
+        holder = lock_holder(lock_path)
         raise BuildError(
             f"timed out after {lock_timeout:.0f}s waiting for the build lock {lock_path}"
             + (f" held by pid {holder}" if holder else ""),
@@ -312,7 +312,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         ) from None
     try:
         try:
-            _lock_holder_path(lock_path).write_text(str(os.getpid()), encoding="utf-8")
+            lock_holder_path(lock_path).write_text(str(os.getpid()), encoding="utf-8")
         except OSError:
             pass  # only says who holds the lock, in a timeout message
         # Double-checked: the holder before us may have published it.
@@ -339,19 +339,20 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         return TreeResult(target, state, manifest)
     finally:
         try:
-            _lock_holder_path(lock_path).unlink()
+            lock_holder_path(lock_path).unlink()
         except OSError:
             pass
         lock.release()
 
 
-def _lock_holder_path(lock_path: Path) -> Path:
+def lock_holder_path(lock_path: Path) -> Path:
     return lock_path.with_suffix(".pid")
 
 
-def _lock_holder(lock_path: Path) -> int | None:
+def lock_holder(lock_path: Path) -> int | None:
+    """The pid that wrote itself beside a build lock it holds (None: unknown)."""
     try:
-        return int(_lock_holder_path(lock_path).read_text(encoding="utf-8"))
+        return int(lock_holder_path(lock_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

@@ -80,7 +80,11 @@ class CacheLayout:
         return self.trees / self.tree_name(abi_key, spec_hash)
 
     def lock(self, abi_key: str, spec_hash: str) -> Path:
-        return self.locks / f"{abi_key}-{spec_hash}.lock"
+        return self.tree_lock(self.tree_name(abi_key, spec_hash))
+
+    def tree_lock(self, tree_name: str) -> Path:
+        """The build lock of the tree called `tree_name` (its pid file sits beside it)."""
+        return self.locks / f"{tree_name}.lock"
 
     def failure(self, abi_key: str, spec_hash: str) -> Path:
         return self.failures / f"{abi_key}-{spec_hash}.json"

@@ -397,19 +397,21 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
     """Under the tree's lock (not waiting): move aside, then delete.  None when done."""
     from filelock import FileLock, Timeout
 
+    from launcher.tree import lock_holder
+
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return Skip(str(path), "tree", "already gone")
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         return Skip(str(path), "tree", "not a real directory; never followed or removed")
-    lock_path = layout.locks / f"{name}.lock"
+    lock_path = layout.tree_lock(name)
     try:
         layout.locks.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path), timeout=0)
         lock.acquire()
     except Timeout:
-        pid = _lock_pid(lock_path)
+        pid = lock_holder(lock_path)
         return Skip(str(path), "tree", "its build lock is held"
                     + (f" by pid {pid} (building it)" if pid else " by another process"),
                     [pid] if pid else [])
@@ -431,13 +433,6 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
     return None
 
 
-def _lock_pid(lock_path: Path) -> int | None:
-    try:
-        return int(lock_path.with_suffix(".pid").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
     """A `.tmp-`/`.trash-` dir is stale when its tree's lock is free and the
     process that made it is gone."""
@@ -456,7 +451,7 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
             report.skipped.append(Skip(str(p), "build-dir", f"its builder pid {pid} is still running",
                                        [pid]))
             continue
-        lock = FileLock(str(layout.locks / f"{m.group('tree')}.lock"), timeout=0)
+        lock = FileLock(str(layout.tree_lock(m.group("tree"))), timeout=0)
         try:
             layout.locks.mkdir(parents=True, exist_ok=True)
             lock.acquire()
