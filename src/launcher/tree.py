@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from launcher.cache import TREE_FORMAT, CacheLayout, safety
+from launcher.cache.layout import read_only
 from launcher.errors import BuildError
 from launcher.probe import Interpreter
 from launcher.spec import Spec
@@ -294,7 +295,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
     from filelock import FileLock, Timeout
 
     target = layout.tree(interp.abi_key, spec.hash)
-    if layout.trees.is_dir() and not os.access(layout.trees, os.W_OK):
+    if read_only(layout.trees):
         raise BuildError(f"it is not in the cache {layout.root}, which is read-only",
                          fix="prewarm it with 'launcher prewarm' where the cache is writable")
     layout.ensure()
