@@ -126,16 +126,22 @@ def built_for(suffix: str) -> str:
 
 
 def read_manifest(tree: Path) -> Manifest | None:
+    """The tree's manifest; None when it is missing, damaged or a link (never followed)."""
     try:
-        return Manifest.model_validate_json((tree / MANIFEST).read_text(encoding="utf-8"))
+        with open(tree / MANIFEST, "rb", opener=_no_follow) as f:
+            return Manifest.model_validate_json(f.read())
     except (OSError, ValueError):
         return None
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
 @dataclass(frozen=True)
 class Damage:
     path: str  # relative to the tree ("." for the tree itself)
-    kind: str  # "manifest" | "missing" | "changed" | "added" | "kind" | "writable" | "foreign"
+    kind: str  # "manifest" | "missing" | "changed" | "added" | "kind" | "writable" | "unreadable" | "foreign"
     detail: str
 
     def line(self) -> str:
@@ -189,21 +195,33 @@ def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
             out.append(Damage(rel, "added", "not in the manifest (added after publishing)"))
             continue
         seen.add(rel)
-        if not stat.S_ISREG(st.st_mode):
-            out.append(Damage(rel, "kind", "not a regular file (a symlink?)"))
-        elif st.st_size != entry.size:
-            out.append(Damage(rel, "changed", "changed size"))
-        elif deep and _sha256(tree / rel) != entry.sha256:
-            out.append(Damage(rel, "changed", "content differs from the manifest (sha256)"))
-        elif not deep and st.st_mtime_ns != entry.mtime_ns:
-            out.append(Damage(rel, "changed", "was modified"))
-        elif deep and st.st_mode & 0o222:
-            out.append(Damage(rel, "writable", "writable (published trees are read-only)"))
+        found = _file_damage(tree, rel, st, entry, deep)
+        if found is not None:
+            out.append(found)
     for rel in sorted(set(files) - seen):
         if limit and len(out) >= limit:
             break
         out.append(Damage(rel, "missing", "is missing"))
     return out
+
+
+def _file_damage(tree: Path, rel: str, st: os.stat_result, entry: FileEntry, deep: bool) -> Damage | None:
+    """What is wrong with one listed file (None: nothing the check looks at)."""
+    if not stat.S_ISREG(st.st_mode):
+        return Damage(rel, "kind", "not a regular file (a symlink?)")
+    if st.st_size != entry.size:
+        return Damage(rel, "changed", "changed size")
+    if not deep:
+        return Damage(rel, "changed", "was modified") if st.st_mtime_ns != entry.mtime_ns else None
+    try:
+        digest = _sha256(tree / rel)
+    except OSError as exc:
+        return Damage(rel, "unreadable", f"cannot be read ({exc.strerror or exc})")
+    if digest != entry.sha256:
+        return Damage(rel, "changed", "content differs from the manifest (sha256)")
+    if st.st_mode & 0o222:
+        return Damage(rel, "writable", "writable (published trees are read-only)")
+    return None
 
 
 def _listed_dirs(tree: Path, files: dict[str, FileEntry]) -> list[str]:
