@@ -92,6 +92,17 @@ class CacheLayout:
     def spec_file(self, spec_hash: str) -> Path:
         return self.specs / f"{spec_hash}.json"
 
+    def tree_names(self) -> list[str]:
+        """The entries of trees/ that are (or claim to be) trees, sorted; build
+        temps (`.tmp-*`, `.trash-*`) left out.  Empty when trees/ is absent or
+        not a real directory (never listed through a link); OSError when it
+        cannot be read."""
+        from launcher.cache.safety import real_dir
+
+        if not real_dir(self.trees):
+            return []
+        return sorted(n for n in os.listdir(self.trees) if not n.startswith("."))
+
     @property
     def used(self) -> Path:
         return self.root / "used"

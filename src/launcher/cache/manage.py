@@ -112,20 +112,22 @@ class TreeInfo:
 
 def list_trees(layout: CacheLayout) -> list[TreeInfo]:
     """Every published (or half-published) tree, sorted by name; stale build dirs excluded."""
-    if not safety.real_dir(layout.trees):
-        return []
     try:
-        names = sorted(n for n in os.listdir(layout.trees) if not n.startswith("."))
+        names = layout.tree_names()
     except OSError:
         return []
-    return [tree_info(layout, n) for n in names]
+    return [info for n in names if (info := tree_info(layout, n)) is not None]
 
 
-def tree_info(layout: CacheLayout, name: str) -> TreeInfo:
+def tree_info(layout: CacheLayout, name: str) -> TreeInfo | None:
+    """None when the tree is gone (removed since it was listed)."""
     from launcher.tree import MANIFEST, read_manifest, verify
 
     path = layout.trees / name
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
     abi_key, _, spec_hash = name.rpartition("-")
     base: dict[str, Any] = dict(name=name, path=str(path), problem=None, abi_key=abi_key or None,
                                 spec_hash=spec_hash or None, interpreter=None, interpreter_version=None,
@@ -443,8 +445,9 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
         m = _STALE.match(p.name)
         assert m is not None
         pid = int(m.group("pid"))
-        st = os.lstat(p)
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        if not os.path.lexists(p):
+            continue  # its build finished meanwhile
+        if not safety.real_dir(p):
             report.skipped.append(Skip(str(p), "build-dir", "not a real directory; never followed"))
             continue
         if pid != os.getpid() and psutil.pid_exists(pid):

@@ -12,7 +12,6 @@ or none for an instant and then wait for it).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,10 +44,11 @@ class TreeCheck:
 
 def select(layout: CacheLayout, names: Sequence[str]) -> list[str]:
     """Tree names to check: all of them, or those named (by name or path)."""
-    if not safety.real_dir(layout.trees):
-        present: list[str] = []
-    else:
-        present = sorted(n for n in os.listdir(layout.trees) if not n.startswith("."))
+    try:
+        present = layout.tree_names()
+    except OSError as exc:
+        raise UsageError(f"cannot list the runtime trees in {layout.trees}: {exc.strerror or exc}",
+                         fix=f"chmod 700 {layout.trees}") from None
     if not names:
         return present
     out = []

@@ -121,12 +121,10 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
 def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
     """Every tree in the cache (`skip`: names checked per interpreter already): the
     cheap check (`launcher cache verify` is the deep one)."""
-    if not safety.real_dir(layout.trees):
-        return []  # reported by the cache check
     try:
-        entries = sorted(p for p in layout.trees.iterdir() if not p.name.startswith("."))
+        entries = [layout.trees / n for n in layout.tree_names()]
     except OSError:
-        return []
+        return []  # reported by the cache check (as is trees/ not being a real directory)
     out: list[Finding] = [fail("tree", f"{p} is {'a symlink' if p.is_symlink() else 'not a directory'} where "
                                        "a runtime tree should be; launcher never follows or uses it",
                                f"rm {p} (the next launcher run that needs it builds a real one)",
