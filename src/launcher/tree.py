@@ -462,7 +462,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
     from launcher.uvbin import find_uv, uv_version
 
     uv = find_uv()
-    tmp = layout.trees / f".tmp-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
+    tmp = layout.scratch("tmp", target.name)
     tmp.mkdir(mode=0o700)
     start = time.time()
     try:
@@ -524,7 +524,7 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
     if os.path.lexists(target):
         # An invalid tree (tampered, or from a killed pre-manifest era):
         # move it aside first so readers never see a half state.
-        trash = layout.trees / f".trash-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
+        trash = layout.scratch("trash", target.name)
         try:
             os.rename(target, trash)
         except FileNotFoundError:

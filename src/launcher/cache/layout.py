@@ -92,6 +92,14 @@ class CacheLayout:
     def spec_file(self, spec_hash: str) -> Path:
         return self.specs / f"{spec_hash}.json"
 
+    def scratch(self, kind: str, tree_name: str) -> Path:
+        """A new sibling of a tree: `.tmp-` (a build) or `.trash-` (a tree moved
+        aside to be deleted), named `.<kind>-<tree>-<pid>-<ns>` so a sweep can
+        tell whose it is (`manage.stale_build_dirs`, doctor's temp check)."""
+        import time
+
+        return self.trees / f".{kind}-{tree_name}-{os.getpid()}-{time.time_ns() % 10**9}"
+
     def tree_names(self) -> list[str]:
         """The entries of trees/ that are (or claim to be) trees, sorted; build
         temps (`.tmp-*`, `.trash-*`) left out.  Empty when trees/ is absent or

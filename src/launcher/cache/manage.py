@@ -422,7 +422,7 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
     try:
         if dry_run:
             return None
-        trash = layout.trees / f".trash-{name}-{os.getpid()}-{time.time_ns() % 10**9}"
+        trash = layout.scratch("trash", name)
         try:
             os.rename(path, trash)
         except OSError as exc:
