@@ -463,10 +463,12 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
             continue
         try:
             size = safety.size(p)
-            if not report.dry_run:
-                safety.remove(p)
+            left = [] if report.dry_run else safety.remove(p)
         finally:
             lock.release()
+        if left:
+            report.skipped.append(Skip(str(p), "build-dir", f"could not remove all of it: {left[0]}"))
+            continue
         report.removed.append(Removal(str(p), "build-dir", size, "left by a build that did not finish"))
 
 
@@ -484,8 +486,10 @@ def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, repor
             continue
         if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
             continue
-        if not report.dry_run:
-            safety.remove(p)  # a regular file (checked above)
+        left = [] if report.dry_run else safety.remove(p)  # a regular file (checked above)
+        if left:
+            report.skipped.append(Skip(str(p), kind, f"cannot be removed: {left[0]}"))
+            continue
         report.removed.append(Removal(str(p), kind, st.st_size,
                                       "clear" if cutoff == float("inf") else "older than the cutoff"))
 
