@@ -148,10 +148,16 @@ class Damage:
         return f"{self.path}: {self.detail}" if self.path != "." else self.detail
 
 
+def verified(tree: Path) -> tuple[Manifest | None, str | None]:
+    """(its manifest, None) when the published tree passes the cheap check,
+    else (None, what is wrong: the first thing)."""
+    manifest, found = _examine(tree, deep=False, limit=1)
+    return (None, found[0].line()) if found else (manifest, None)
+
+
 def verify(tree: Path) -> str | None:
     """None when the published tree passes the cheap check, else what is wrong (the first thing)."""
-    found = damage(tree, limit=1)
-    return found[0].line() if found else None
+    return verified(tree)[1]
 
 
 def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
@@ -162,20 +168,30 @@ def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
     most edits show.  Deep (`launcher cache verify`): every file's sha256
     too, and every write bit.  `limit` > 0 stops after that many findings.
     """
+    return _examine(tree, deep=deep, limit=limit)[1]
+
+
+def _examine(tree: Path, *, deep: bool, limit: int) -> tuple[Manifest | None, list[Damage]]:
+    """The tree's manifest (None: the tree or its manifest is unusable) and the damage found."""
     try:
         top = os.lstat(tree)
     except OSError:
-        return [Damage(".", "missing", "the tree is missing")]
+        return None, [Damage(".", "missing", "the tree is missing")]
     if not stat.S_ISDIR(top.st_mode):
-        return [Damage(".", "kind", "not a directory (a symlink or a file); launcher never follows it")]
+        return None, [Damage(".", "kind", "not a directory (a symlink or a file); launcher never follows it")]
     manifest = read_manifest(tree)
     if manifest is None:
-        return [Damage(".", "manifest", "manifest missing or unreadable")]
+        return None, [Damage(".", "manifest", "manifest missing or unreadable")]
     if manifest.checksum != manifest.compute_checksum():
-        return [Damage(".", "manifest", "manifest was modified after publishing")]
+        return None, [Damage(".", "manifest", "manifest was modified after publishing")]
     out: list[Damage] = []
     if top.st_mode & 0o222:
         out.append(Damage(".", "writable", "the tree is writable (published trees are read-only)"))
+    return manifest, _entry_damage(tree, manifest, deep, limit, out)
+
+
+def _entry_damage(tree: Path, manifest: Manifest, deep: bool, limit: int, out: list[Damage]) -> list[Damage]:
+    """`out` plus every entry of the tree that differs from the manifest (up to `limit`)."""
     files = {f.path: f for f in manifest.files}
     dirs = set(_listed_dirs(tree, files))
     seen: set[str] = set()
@@ -301,9 +317,9 @@ def present_tree(layout: CacheLayout, interp: Interpreter, spec: Spec) -> TreeRe
     odd = safety.dir_problem(target, code=True)
     if odd is not None:
         raise odd.error()
-    if not os.path.lexists(target) or verify(target) is not None:
+    if not os.path.lexists(target):
         return None
-    manifest = read_manifest(target)
+    manifest, _problem = verified(target)
     return TreeResult(target, "present", manifest) if manifest is not None else None
 
 
@@ -335,10 +351,9 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         except OSError:
             pass  # only says who holds the lock, in a timeout message
         # Double-checked: the holder before us may have published it.
-        problem = damaged or (verify(target) if os.path.lexists(target) else "missing")
-        if problem is None:
-            manifest = read_manifest(target)
-            assert manifest is not None
+        manifest, problem = (verified(target) if damaged is None and os.path.lexists(target)
+                             else (None, damaged or "missing"))
+        if manifest is not None:
             _log_install(layout, interp, spec, run_id, requested_by, "reused", 0.0, target)
             return TreeResult(target, "present", manifest)
         recent = recent_failure(layout, interp.abi_key, spec.hash, failure_ttl)
