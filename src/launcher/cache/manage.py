@@ -34,7 +34,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,17 +245,29 @@ def find_holders(layout: CacheLayout, trees: Iterable[TreeInfo]) -> dict[str, li
     return out
 
 
+def probed(layout: CacheLayout) -> Iterator[dict[str, Any]]:
+    """The readable records of the probe cache (each an interpreter's facts), in name order."""
+    import json
+
+    if not safety.real_dir(layout.probes):
+        return
+    for p in sorted(layout.probes.glob("*.json")):
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            yield data
+
+
 def _known_abis(layout: CacheLayout, trees: list[TreeInfo]) -> dict[str, str]:
     """realpath of an interpreter -> its ABI key, from the probe cache and the
     manifests: a process running one of these is known not to need other ABIs."""
-    import json
-
     out: dict[str, str] = {}
-    for p in layout.probes.glob("*.json") if safety.real_dir(layout.probes) else ():
+    for data in probed(layout):
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
             out[os.path.realpath(data["realpath"])] = data["abi_key"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
     for t in trees:
         if t.interpreter and t.abi_key:

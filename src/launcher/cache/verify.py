@@ -15,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.cache import safety
 from launcher.cache.layout import CacheLayout
 from launcher.errors import LauncherError, UsageError
+
+if TYPE_CHECKING:
+    from launcher.probe import Interpreter
 
 SHOWN = 3  # bad files named per damaged tree in the text output
 
@@ -87,7 +90,7 @@ def _problem(path: str, kind: str, detail: str) -> dict[str, str]:
     return {"path": path, "kind": kind, "detail": detail}
 
 
-def _interpreter(layout: CacheLayout, executable: str, abi_key: str) -> tuple[Any, str]:
+def _interpreter(layout: CacheLayout, executable: str, abi_key: str) -> tuple[Interpreter | None, str]:
     from launcher.probe import probe
 
     try:
@@ -135,18 +138,10 @@ def repair(layout: CacheLayout, check: TreeCheck) -> TreeCheck:
 
 def _known_interpreter(layout: CacheLayout, abi_key: str) -> str | None:
     """An interpreter with this ABI, from the probe cache."""
-    import json
+    from launcher.cache.manage import probed
 
-    if not safety.real_dir(layout.probes):
-        return None
-    for p in sorted(layout.probes.glob("*.json")):
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("abi_key") == abi_key and data.get("executable"):
-            return str(data["executable"])
-    return None
+    return next((str(d["executable"]) for d in probed(layout)
+                 if d.get("abi_key") == abi_key and d.get("executable")), None)
 
 
 def verify(layout: CacheLayout, names: Sequence[str] = (), *, fix: bool = False) -> list[TreeCheck]:
