@@ -256,7 +256,7 @@ def _listed_dirs(tree: Path, files: dict[str, FileEntry]) -> list[str]:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb", opener=_no_follow) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
