@@ -403,8 +403,7 @@ def _remove_trees(layout: CacheLayout, doomed: list[tuple[TreeInfo, str]], repor
             report.skipped.append(skip)
             continue
         report.removed.append(Removal(t.path, "tree", t.size, reason))
-        if not report.dry_run:
-            _remove_stamp(layout, t.name, report)
+        # Its use stamp, now an orphan, goes with the others (_remove_orphan_stamps).
 
 
 def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) -> Skip | None:
@@ -507,6 +506,7 @@ def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, repor
 
 
 def _remove_orphan_stamps(layout: CacheLayout, report: Report) -> None:
+    """Use stamps of trees that are gone (removed just now, or by hand)."""
     d = layout.used
     if not safety.real_dir(d):
         return

@@ -109,7 +109,7 @@ def repair(layout: CacheLayout, check: TreeCheck) -> TreeCheck:
 
     path = Path(check.path)
     if not safety.real_dir(path):
-        check.status, check.note = "unrepaired", f"not a directory; launcher never follows it (rm {path})"
+        check.status, check.note = "unrepaired", f"launcher never replaces it: rm {path}"
         return check
     manifest = read_manifest(path)
     abi_key, _, spec_hash = check.name.rpartition("-")

@@ -218,7 +218,8 @@ def temp_findings(layout: CacheLayout) -> list[Finding]:
                               path=str(tmp), pid=pid, stale=False))
                 continue
             size = safety.size(tmp)
-            out.append(warn("temp", f"{tmp} was left by a killed install (pid {pid} is gone; "
+            builder = f"pid {pid} is gone" if pid is not None else "its builder is unknown"
+            out.append(warn("temp", f"{tmp} was left by a killed install ({builder}; "
                                     f"{size / 1e6:.1f} MB)", f"rm -rf {tmp} (the next build of that tree also "
                                                              "removes it)",
                             path=str(tmp), pid=pid, stale=True, bytes=size))
