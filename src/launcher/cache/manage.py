@@ -541,8 +541,9 @@ def _remove_stamp(layout: CacheLayout, name: str, report: Report) -> None:
 
 def info(layout: CacheLayout) -> dict[str, Any]:
     trees = list_trees(layout)
+    stale = stale_build_dirs(layout)
     # Trees are measured from their manifests (walking them would look like a use).
-    areas = {"trees": sum(t.size for t in trees) + sum(safety.size(p) for p in stale_build_dirs(layout))}
+    areas = {"trees": sum(t.size for t in trees) + sum(safety.size(p) for p in stale)}
     for name in ("runs", "log", "probes", "specs", "failures", "bootstrap", "shims", "memo",
                  "locks", "used"):
         areas[name] = safety.size(layout.root / name)  # 0 for a link: never followed
@@ -558,7 +559,7 @@ def info(layout: CacheLayout) -> dict[str, Any]:
         "trees": len(trees),
         "trees_by_status": by_status,
         "tree_bytes": sum(t.size for t in trees),
-        "stale_build_dirs": len(stale_build_dirs(layout)),
+        "stale_build_dirs": len(stale),
         "run_records": len(runs),
         "least_recently_used": min((t.last_used for t in trees), default=None),
         "most_recently_used": max((t.last_used for t in trees), default=None),
