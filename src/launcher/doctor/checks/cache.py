@@ -157,6 +157,8 @@ def _is_held(lock: Path) -> bool | None:
 
 
 def lock_findings(layout: CacheLayout, lock_timeout: float) -> list[Finding]:
+    if os.path.lexists(layout.locks) and not safety.real_dir(layout.locks):
+        return []  # a link or a file: the trust check reports it; never read through
     try:
         locks = sorted(layout.locks.glob("*.lock"))
         pids = sorted(layout.locks.glob("*.pid"))

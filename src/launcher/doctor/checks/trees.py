@@ -159,6 +159,8 @@ def _odd_stamps(layout: CacheLayout) -> list[Finding]:
 
 def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> list[Finding]:
     out: list[Finding] = []
+    if not safety.real_dir(layout.failures):
+        return out  # a link there is reported by the cache check, never read through
     try:
         records = sorted(layout.failures.glob("*.json"))
     except OSError:
