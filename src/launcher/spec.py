@@ -103,6 +103,10 @@ class Spec:
                 f"no requirement set {spec_hash} in {layout.specs}",
                 fix="re-run the job with 'launcher run' so it records one",
             ) from None
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"the requirement set {path} is unreadable or damaged",
+                             fix=f"rm {path}, then re-run the job with 'launcher run' so it records it again",
+                             ) from None
 
 
 def normalize_requirement(text: str, *, origin: str) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from launcher.cache import TREE_FORMAT, CacheLayout, safety
+from launcher.cache.layout import read_only
 from launcher.errors import BuildError
 from launcher.probe import Interpreter
 from launcher.spec import Spec
@@ -125,26 +126,38 @@ def built_for(suffix: str) -> str:
 
 
 def read_manifest(tree: Path) -> Manifest | None:
+    """The tree's manifest; None when it is missing, damaged or a link (never followed)."""
     try:
-        return Manifest.model_validate_json((tree / MANIFEST).read_text(encoding="utf-8"))
+        with open(tree / MANIFEST, "rb", opener=_no_follow) as f:
+            return Manifest.model_validate_json(f.read())
     except (OSError, ValueError):
         return None
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
 @dataclass(frozen=True)
 class Damage:
     path: str  # relative to the tree ("." for the tree itself)
-    kind: str  # "manifest" | "missing" | "changed" | "added" | "kind" | "writable" | "foreign"
+    kind: str  # "manifest" | "missing" | "changed" | "added" | "kind" | "writable" | "unreadable" | "foreign"
     detail: str
 
     def line(self) -> str:
         return f"{self.path}: {self.detail}" if self.path != "." else self.detail
 
 
-def verify(tree: Path, *, deep: bool = False) -> str | None:
-    """None when the published tree matches its manifest, else what is wrong (the first thing)."""
-    found = damage(tree, deep=deep, limit=1)
-    return found[0].line() if found else None
+def verified(tree: Path) -> tuple[Manifest | None, str | None]:
+    """(its manifest, None) when the published tree passes the cheap check,
+    else (None, what is wrong: the first thing)."""
+    manifest, found = _examine(tree, deep=False, limit=1)
+    return (None, found[0].line()) if found else (manifest, None)
+
+
+def verify(tree: Path) -> str | None:
+    """None when the published tree passes the cheap check, else what is wrong (the first thing)."""
+    return verified(tree)[1]
 
 
 def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
@@ -155,20 +168,30 @@ def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
     most edits show.  Deep (`launcher cache verify`): every file's sha256
     too, and every write bit.  `limit` > 0 stops after that many findings.
     """
+    return _examine(tree, deep=deep, limit=limit)[1]
+
+
+def _examine(tree: Path, *, deep: bool, limit: int) -> tuple[Manifest | None, list[Damage]]:
+    """The tree's manifest (None: the tree or its manifest is unusable) and the damage found."""
     try:
         top = os.lstat(tree)
     except OSError:
-        return [Damage(".", "missing", "the tree is missing")]
+        return None, [Damage(".", "missing", "the tree is missing")]
     if not stat.S_ISDIR(top.st_mode):
-        return [Damage(".", "kind", "not a directory (a symlink or a file); launcher never follows it")]
+        return None, [Damage(".", "kind", "not a directory (a symlink or a file); launcher never follows it")]
     manifest = read_manifest(tree)
     if manifest is None:
-        return [Damage(".", "manifest", "manifest missing or unreadable")]
+        return None, [Damage(".", "manifest", "manifest missing or unreadable")]
     if manifest.checksum != manifest.compute_checksum():
-        return [Damage(".", "manifest", "manifest was modified after publishing")]
+        return None, [Damage(".", "manifest", "manifest was modified after publishing")]
     out: list[Damage] = []
     if top.st_mode & 0o222:
         out.append(Damage(".", "writable", "the tree is writable (published trees are read-only)"))
+    return manifest, _entry_damage(tree, manifest, deep, limit, out)
+
+
+def _entry_damage(tree: Path, manifest: Manifest, deep: bool, limit: int, out: list[Damage]) -> list[Damage]:
+    """`out` plus every entry of the tree that differs from the manifest (up to `limit`)."""
     files = {f.path: f for f in manifest.files}
     dirs = set(_listed_dirs(tree, files))
     seen: set[str] = set()
@@ -188,21 +211,33 @@ def damage(tree: Path, *, deep: bool = False, limit: int = 0) -> list[Damage]:
             out.append(Damage(rel, "added", "not in the manifest (added after publishing)"))
             continue
         seen.add(rel)
-        if not stat.S_ISREG(st.st_mode):
-            out.append(Damage(rel, "kind", "not a regular file (a symlink?)"))
-        elif st.st_size != entry.size:
-            out.append(Damage(rel, "changed", "changed size"))
-        elif deep and _sha256(tree / rel) != entry.sha256:
-            out.append(Damage(rel, "changed", "content differs from the manifest (sha256)"))
-        elif not deep and st.st_mtime_ns != entry.mtime_ns:
-            out.append(Damage(rel, "changed", "was modified"))
-        elif deep and st.st_mode & 0o222:
-            out.append(Damage(rel, "writable", "writable (published trees are read-only)"))
+        found = _file_damage(tree, rel, st, entry, deep)
+        if found is not None:
+            out.append(found)
     for rel in sorted(set(files) - seen):
         if limit and len(out) >= limit:
             break
         out.append(Damage(rel, "missing", "is missing"))
     return out
+
+
+def _file_damage(tree: Path, rel: str, st: os.stat_result, entry: FileEntry, deep: bool) -> Damage | None:
+    """What is wrong with one listed file (None: nothing the check looks at)."""
+    if not stat.S_ISREG(st.st_mode):
+        return Damage(rel, "kind", "not a regular file (a symlink?)")
+    if st.st_size != entry.size:
+        return Damage(rel, "changed", "changed size")
+    if not deep:
+        return Damage(rel, "changed", "was modified") if st.st_mtime_ns != entry.mtime_ns else None
+    try:
+        digest = _sha256(tree / rel)
+    except OSError as exc:
+        return Damage(rel, "unreadable", f"cannot be read ({exc.strerror or exc})")
+    if digest != entry.sha256:
+        return Damage(rel, "changed", "content differs from the manifest (sha256)")
+    if st.st_mode & 0o222:
+        return Damage(rel, "writable", "writable (published trees are read-only)")
+    return None
 
 
 def _listed_dirs(tree: Path, files: dict[str, FileEntry]) -> list[str]:
@@ -221,7 +256,7 @@ def _listed_dirs(tree: Path, files: dict[str, FileEntry]) -> list[str]:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb", opener=_no_follow) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -282,9 +317,9 @@ def present_tree(layout: CacheLayout, interp: Interpreter, spec: Spec) -> TreeRe
     odd = safety.dir_problem(target, code=True)
     if odd is not None:
         raise odd.error()
-    if not os.path.lexists(target) or verify(target) is not None:
+    if not os.path.lexists(target):
         return None
-    manifest = read_manifest(target)
+    manifest, _problem = verified(target)
     return TreeResult(target, "present", manifest) if manifest is not None else None
 
 
@@ -294,7 +329,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
     from filelock import FileLock, Timeout
 
     target = layout.tree(interp.abi_key, spec.hash)
-    if layout.trees.is_dir() and not os.access(layout.trees, os.W_OK):
+    if read_only(layout.trees):
         raise BuildError(f"it is not in the cache {layout.root}, which is read-only",
                          fix="prewarm it with 'launcher prewarm' where the cache is writable")
     layout.ensure()
@@ -304,7 +339,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
     try:
         lock.acquire()
     except Timeout:
-        holder = _lock_holder(lock_path)
+        holder = lock_holder(lock_path)
         raise BuildError(
             f"timed out after {lock_timeout:.0f}s waiting for the build lock {lock_path}"
             + (f" held by pid {holder}" if holder else ""),
@@ -312,14 +347,13 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         ) from None
     try:
         try:
-            _lock_holder_path(lock_path).write_text(str(os.getpid()), encoding="utf-8")
+            lock_holder_path(lock_path).write_text(str(os.getpid()), encoding="utf-8")
         except OSError:
             pass  # only says who holds the lock, in a timeout message
         # Double-checked: the holder before us may have published it.
-        problem = damaged or (verify(target) if os.path.lexists(target) else "missing")
-        if problem is None:
-            manifest = read_manifest(target)
-            assert manifest is not None
+        manifest, problem = (verified(target) if damaged is None and os.path.lexists(target)
+                             else (None, damaged or "missing"))
+        if manifest is not None:
             _log_install(layout, interp, spec, run_id, requested_by, "reused", 0.0, target)
             return TreeResult(target, "present", manifest)
         recent = recent_failure(layout, interp.abi_key, spec.hash, failure_ttl)
@@ -339,19 +373,20 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         return TreeResult(target, state, manifest)
     finally:
         try:
-            _lock_holder_path(lock_path).unlink()
+            lock_holder_path(lock_path).unlink()
         except OSError:
             pass
         lock.release()
 
 
-def _lock_holder_path(lock_path: Path) -> Path:
+def lock_holder_path(lock_path: Path) -> Path:
     return lock_path.with_suffix(".pid")
 
 
-def _lock_holder(lock_path: Path) -> int | None:
+def lock_holder(lock_path: Path) -> int | None:
+    """The pid that wrote itself beside a build lock it holds (None: unknown)."""
     try:
-        return int(_lock_holder_path(lock_path).read_text(encoding="utf-8"))
+        return int(lock_holder_path(lock_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -442,7 +477,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
     from launcher.uvbin import find_uv, uv_version
 
     uv = find_uv()
-    tmp = layout.trees / f".tmp-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
+    tmp = layout.scratch("tmp", target.name)
     tmp.mkdir(mode=0o700)
     start = time.time()
     try:
@@ -504,7 +539,7 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
     if os.path.lexists(target):
         # An invalid tree (tampered, or from a killed pre-manifest era):
         # move it aside first so readers never see a half state.
-        trash = layout.trees / f".trash-{target.name}-{os.getpid()}-{time.time_ns() % 10**9}"
+        trash = layout.scratch("trash", target.name)
         try:
             os.rename(target, trash)
         except FileNotFoundError:

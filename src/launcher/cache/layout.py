@@ -80,13 +80,36 @@ class CacheLayout:
         return self.trees / self.tree_name(abi_key, spec_hash)
 
     def lock(self, abi_key: str, spec_hash: str) -> Path:
-        return self.locks / f"{abi_key}-{spec_hash}.lock"
+        return self.tree_lock(self.tree_name(abi_key, spec_hash))
+
+    def tree_lock(self, tree_name: str) -> Path:
+        """The build lock of the tree called `tree_name` (its pid file sits beside it)."""
+        return self.locks / f"{tree_name}.lock"
 
     def failure(self, abi_key: str, spec_hash: str) -> Path:
         return self.failures / f"{abi_key}-{spec_hash}.json"
 
     def spec_file(self, spec_hash: str) -> Path:
         return self.specs / f"{spec_hash}.json"
+
+    def scratch(self, kind: str, tree_name: str) -> Path:
+        """A new sibling of a tree: `.tmp-` (a build) or `.trash-` (a tree moved
+        aside to be deleted), named `.<kind>-<tree>-<pid>-<ns>` so a sweep can
+        tell whose it is (`manage.stale_build_dirs`, doctor's temp check)."""
+        import time
+
+        return self.trees / f".{kind}-{tree_name}-{os.getpid()}-{time.time_ns() % 10**9}"
+
+    def tree_names(self) -> list[str]:
+        """The entries of trees/ that are (or claim to be) trees, sorted; build
+        temps (`.tmp-*`, `.trash-*`) left out.  Empty when trees/ is absent or
+        not a real directory (never listed through a link); OSError when it
+        cannot be read."""
+        from launcher.cache.safety import real_dir
+
+        if not real_dir(self.trees):
+            return []
+        return sorted(n for n in os.listdir(self.trees) if not n.startswith("."))
 
     @property
     def used(self) -> Path:

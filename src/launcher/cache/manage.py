@@ -34,7 +34,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,6 @@ from launcher.cache import safety
 from launcher.cache.layout import CacheLayout, default_cache_dir
 from launcher.errors import UsageError
 
-USED = "used"
 _STALE = re.compile(r"^\.(tmp|trash)-(?P<tree>.+)-(?P<pid>\d+)-(?P<ns>\d+)$")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
@@ -59,7 +58,7 @@ def layout_for(cache_dir: str | None) -> CacheLayout:
 
 
 def used_stamp(layout: CacheLayout, name: str) -> Path:
-    return layout.root / USED / name
+    return layout.used / name
 
 
 def mark_used(layout: CacheLayout, tree: Path) -> None:
@@ -113,20 +112,22 @@ class TreeInfo:
 
 def list_trees(layout: CacheLayout) -> list[TreeInfo]:
     """Every published (or half-published) tree, sorted by name; stale build dirs excluded."""
-    if not safety.real_dir(layout.trees):
-        return []
     try:
-        names = sorted(n for n in os.listdir(layout.trees) if not n.startswith("."))
+        names = layout.tree_names()
     except OSError:
         return []
-    return [tree_info(layout, n) for n in names]
+    return [info for n in names if (info := tree_info(layout, n)) is not None]
 
 
-def tree_info(layout: CacheLayout, name: str) -> TreeInfo:
+def tree_info(layout: CacheLayout, name: str) -> TreeInfo | None:
+    """None when the tree is gone (removed since it was listed)."""
     from launcher.tree import MANIFEST, read_manifest, verify
 
     path = layout.trees / name
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
     abi_key, _, spec_hash = name.rpartition("-")
     base: dict[str, Any] = dict(name=name, path=str(path), problem=None, abi_key=abi_key or None,
                                 spec_hash=spec_hash or None, interpreter=None, interpreter_version=None,
@@ -151,7 +152,7 @@ def tree_info(layout: CacheLayout, name: str) -> TreeInfo:
         # their access time, i.e. look like a use.
         size = sum(f.size for f in manifest.files)
     else:
-        size = du(path)
+        size = safety.size(path)
     last, source = _last_used(layout, name, st, manifest.built_at if manifest else None)
     return TreeInfo(**base | {"problem": problem}, status=status, size=size,
                     last_used=last, last_used_from=source)
@@ -172,48 +173,6 @@ def _last_used(layout: CacheLayout, name: str, st: os.stat_result,
     except OSError:
         candidates.append((built_at, "built") if built_at is not None else (st.st_mtime, "modified"))
     return max(candidates)
-
-
-def du(path: Path) -> int:
-    """Bytes under `path`, never following symlinks, without touching access times
-    where the kernel lets us (O_NOATIME: files we own)."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
-    noatime = getattr(os, "O_NOATIME", 0)
-
-    def open_dir(name: str | Path, dir_fd: int | None) -> int:
-        try:
-            return os.open(name, flags | noatime, dir_fd=dir_fd)
-        except PermissionError:
-            return os.open(name, flags, dir_fd=dir_fd)
-
-    def walk(fd: int) -> int:
-        total = 0
-        with os.scandir(fd) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                total += st.st_size
-                if stat.S_ISDIR(st.st_mode):
-                    try:
-                        sub = open_dir(entry.name, fd)
-                    except OSError:
-                        continue
-                    try:
-                        total += walk(sub)
-                    finally:
-                        os.close(sub)
-        return total
-
-    try:
-        fd = open_dir(path, None)
-    except OSError:
-        return 0
-    try:
-        return walk(fd)
-    finally:
-        os.close(fd)
 
 
 def stale_build_dirs(layout: CacheLayout) -> list[Path]:
@@ -286,17 +245,29 @@ def find_holders(layout: CacheLayout, trees: Iterable[TreeInfo]) -> dict[str, li
     return out
 
 
+def probed(layout: CacheLayout) -> Iterator[dict[str, Any]]:
+    """The readable records of the probe cache (each an interpreter's facts), in name order."""
+    import json
+
+    if not safety.real_dir(layout.probes):
+        return
+    for p in sorted(layout.probes.glob("*.json")):
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            yield data
+
+
 def _known_abis(layout: CacheLayout, trees: list[TreeInfo]) -> dict[str, str]:
     """realpath of an interpreter -> its ABI key, from the probe cache and the
     manifests: a process running one of these is known not to need other ABIs."""
-    import json
-
     out: dict[str, str] = {}
-    for p in layout.probes.glob("*.json") if safety.real_dir(layout.probes) else ():
+    for data in probed(layout):
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
             out[os.path.realpath(data["realpath"])] = data["abi_key"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
     for t in trees:
         if t.interpreter and t.abi_key:
@@ -432,13 +403,14 @@ def _remove_trees(layout: CacheLayout, doomed: list[tuple[TreeInfo, str]], repor
             report.skipped.append(skip)
             continue
         report.removed.append(Removal(t.path, "tree", t.size, reason))
-        if not report.dry_run:
-            _remove_stamp(layout, t.name, report)
+        # Its use stamp, now an orphan, goes with the others (_remove_orphan_stamps).
 
 
 def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) -> Skip | None:
     """Under the tree's lock (not waiting): move aside, then delete.  None when done."""
     from filelock import FileLock, Timeout
+
+    from launcher.tree import lock_holder
 
     try:
         st = os.lstat(path)
@@ -446,13 +418,13 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
         return Skip(str(path), "tree", "already gone")
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         return Skip(str(path), "tree", "not a real directory; never followed or removed")
-    lock_path = layout.locks / f"{name}.lock"
+    lock_path = layout.tree_lock(name)
     try:
         layout.locks.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path), timeout=0)
         lock.acquire()
     except Timeout:
-        pid = _lock_pid(lock_path)
+        pid = lock_holder(lock_path)
         return Skip(str(path), "tree", "its build lock is held"
                     + (f" by pid {pid} (building it)" if pid else " by another process"),
                     [pid] if pid else [])
@@ -461,7 +433,7 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
     try:
         if dry_run:
             return None
-        trash = layout.trees / f".trash-{name}-{os.getpid()}-{time.time_ns() % 10**9}"
+        trash = layout.scratch("trash", name)
         try:
             os.rename(path, trash)
         except OSError as exc:
@@ -474,13 +446,6 @@ def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) ->
     return None
 
 
-def _lock_pid(lock_path: Path) -> int | None:
-    try:
-        return int(lock_path.with_suffix(".pid").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
     """A `.tmp-`/`.trash-` dir is stale when its tree's lock is free and the
     process that made it is gone."""
@@ -491,15 +456,16 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
         m = _STALE.match(p.name)
         assert m is not None
         pid = int(m.group("pid"))
-        st = os.lstat(p)
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        if not os.path.lexists(p):
+            continue  # its build finished meanwhile
+        if not safety.real_dir(p):
             report.skipped.append(Skip(str(p), "build-dir", "not a real directory; never followed"))
             continue
         if pid != os.getpid() and psutil.pid_exists(pid):
             report.skipped.append(Skip(str(p), "build-dir", f"its builder pid {pid} is still running",
                                        [pid]))
             continue
-        lock = FileLock(str(layout.locks / f"{m.group('tree')}.lock"), timeout=0)
+        lock = FileLock(str(layout.tree_lock(m.group("tree"))), timeout=0)
         try:
             layout.locks.mkdir(parents=True, exist_ok=True)
             lock.acquire()
@@ -507,11 +473,13 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
             report.skipped.append(Skip(str(p), "build-dir", "its tree is being built"))
             continue
         try:
-            size = du(p)
-            if not report.dry_run:
-                safety.remove(p)
+            size = safety.size(p)
+            left = [] if report.dry_run else safety.remove(p)
         finally:
             lock.release()
+        if left:
+            report.skipped.append(Skip(str(p), "build-dir", f"could not remove all of it: {left[0]}"))
+            continue
         report.removed.append(Removal(str(p), "build-dir", size, "left by a build that did not finish"))
 
 
@@ -529,14 +497,17 @@ def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, repor
             continue
         if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
             continue
-        if not report.dry_run:
-            safety.remove(p)  # a regular file (checked above)
+        left = [] if report.dry_run else safety.remove(p)  # a regular file (checked above)
+        if left:
+            report.skipped.append(Skip(str(p), kind, f"cannot be removed: {left[0]}"))
+            continue
         report.removed.append(Removal(str(p), kind, st.st_size,
                                       "clear" if cutoff == float("inf") else "older than the cutoff"))
 
 
 def _remove_orphan_stamps(layout: CacheLayout, report: Report) -> None:
-    d = layout.root / USED
+    """Use stamps of trees that are gone (removed just now, or by hand)."""
+    d = layout.used
     if not safety.real_dir(d):
         return
     try:
@@ -570,12 +541,12 @@ def _remove_stamp(layout: CacheLayout, name: str, report: Report) -> None:
 
 def info(layout: CacheLayout) -> dict[str, Any]:
     trees = list_trees(layout)
+    stale = stale_build_dirs(layout)
     # Trees are measured from their manifests (walking them would look like a use).
-    areas = {"trees": sum(t.size for t in trees) + sum(du(p) for p in stale_build_dirs(layout))}
+    areas = {"trees": sum(t.size for t in trees) + sum(safety.size(p) for p in stale)}
     for name in ("runs", "log", "probes", "specs", "failures", "bootstrap", "shims", "memo",
-                 "locks", USED):
-        p = layout.root / name
-        areas[name] = du(p) if p.is_dir() and not p.is_symlink() else 0
+                 "locks", "used"):
+        areas[name] = safety.size(layout.root / name)  # 0 for a link: never followed
     by_status: dict[str, int] = {}
     for t in trees:
         by_status[t.status] = by_status.get(t.status, 0) + 1
@@ -588,7 +559,7 @@ def info(layout: CacheLayout) -> dict[str, Any]:
         "trees": len(trees),
         "trees_by_status": by_status,
         "tree_bytes": sum(t.size for t in trees),
-        "stale_build_dirs": len(stale_build_dirs(layout)),
+        "stale_build_dirs": len(stale),
         "run_records": len(runs),
         "least_recently_used": min((t.last_used for t in trees), default=None),
         "most_recently_used": max((t.last_used for t in trees), default=None),

@@ -124,11 +124,6 @@ def check(layout: CacheLayout, *, extra: tuple[Path, ...] = ()) -> None:
         raise found[0].error()
 
 
-def make_dirs(path: Path) -> None:
-    """Create `path` (and parents) private to us: 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-
 # ------------------------------------------------------------------ walking
 
 
@@ -283,23 +278,6 @@ def freeze(root: Path) -> None:
         if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
             os.chmod(root / rel, stat.S_IMODE(st.st_mode) & ~0o222)
     os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) & ~0o222)
-
-
-def writable_entries(root: Path, limit: int = 5) -> list[str]:
-    """Up to `limit` entries under `root` (itself included, as ".") that still
-    have a write bit: a published tree has none."""
-    out = []
-    try:
-        if os.lstat(root).st_mode & 0o222:
-            out.append(".")
-    except OSError:
-        return out
-    for rel, st in walk(root):
-        if len(out) >= limit:
-            break
-        if (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) and st.st_mode & 0o222:
-            out.append(rel)
-    return out
 
 
 def real_dir(path: Path) -> bool:

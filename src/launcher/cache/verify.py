@@ -12,15 +12,17 @@ or none for an instant and then wait for it).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.cache import safety
 from launcher.cache.layout import CacheLayout
 from launcher.errors import LauncherError, UsageError
+
+if TYPE_CHECKING:
+    from launcher.probe import Interpreter
 
 SHOWN = 3  # bad files named per damaged tree in the text output
 
@@ -45,10 +47,11 @@ class TreeCheck:
 
 def select(layout: CacheLayout, names: Sequence[str]) -> list[str]:
     """Tree names to check: all of them, or those named (by name or path)."""
-    if not safety.real_dir(layout.trees):
-        present: list[str] = []
-    else:
-        present = sorted(n for n in os.listdir(layout.trees) if not n.startswith("."))
+    try:
+        present = layout.tree_names()
+    except OSError as exc:
+        raise UsageError(f"cannot list the runtime trees in {layout.trees}: {exc.strerror or exc}",
+                         fix=f"chmod 700 {layout.trees}") from None
     if not names:
         return present
     out = []
@@ -87,7 +90,7 @@ def _problem(path: str, kind: str, detail: str) -> dict[str, str]:
     return {"path": path, "kind": kind, "detail": detail}
 
 
-def _interpreter(layout: CacheLayout, executable: str, abi_key: str) -> tuple[Any, str]:
+def _interpreter(layout: CacheLayout, executable: str, abi_key: str) -> tuple[Interpreter | None, str]:
     from launcher.probe import probe
 
     try:
@@ -106,7 +109,7 @@ def repair(layout: CacheLayout, check: TreeCheck) -> TreeCheck:
 
     path = Path(check.path)
     if not safety.real_dir(path):
-        check.status, check.note = "unrepaired", f"not a directory; launcher never follows it (rm {path})"
+        check.status, check.note = "unrepaired", f"launcher never replaces it: rm {path}"
         return check
     manifest = read_manifest(path)
     abi_key, _, spec_hash = check.name.rpartition("-")
@@ -135,18 +138,10 @@ def repair(layout: CacheLayout, check: TreeCheck) -> TreeCheck:
 
 def _known_interpreter(layout: CacheLayout, abi_key: str) -> str | None:
     """An interpreter with this ABI, from the probe cache."""
-    import json
+    from launcher.cache.manage import probed
 
-    if not safety.real_dir(layout.probes):
-        return None
-    for p in sorted(layout.probes.glob("*.json")):
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("abi_key") == abi_key and data.get("executable"):
-            return str(data["executable"])
-    return None
+    return next((str(d["executable"]) for d in probed(layout)
+                 if d.get("abi_key") == abi_key and d.get("executable")), None)
 
 
 def verify(layout: CacheLayout, names: Sequence[str] = (), *, fix: bool = False) -> list[TreeCheck]:

@@ -6,11 +6,15 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from launcher.ui import reports_errors, say
+
+if TYPE_CHECKING:
+    from launcher.cache import CacheLayout
+    from launcher.config import Settings
 
 
 def _cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -21,17 +25,22 @@ def _cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _layout(cache_dir: str | None) -> Any:
-    """The cache to work on; refused (one line, exit 2) unless it is safe:
-    nothing here follows a link out of it or cleans up after another user."""
+def _layout(cache_dir: str | None) -> CacheLayout:
+    return _resolved(cache_dir)[0]
+
+
+def _resolved(cache_dir: str | None) -> tuple[CacheLayout, Settings]:
+    """The cache to work on (and the settings it came from); refused (one line,
+    exit 2) unless it is safe: nothing here follows a link out of it or cleans
+    up after another user."""
     from launcher.cache import safety
     from launcher.cache.manage import layout_for
     from launcher.config import resolve
 
-    flags = {"cache-dir": cache_dir} if cache_dir else {}
-    layout = layout_for(resolve(flags).settings.cache_dir)
+    settings = resolve({"cache-dir": cache_dir} if cache_dir else {}).settings
+    layout = layout_for(settings.cache_dir)
     safety.check(layout)
-    return layout
+    return layout, settings
 
 
 @click.group("cache", short_help="Inspect and clean the cache.")
@@ -121,11 +130,10 @@ def prune(older_than: str, dry_run: bool, cache_dir: str | None, as_json: bool) 
     old run records and expired failure records (older than the failure-ttl
     setting).  Trees a running process holds are skipped."""
     from launcher.cache import manage
-    from launcher.config import resolve
 
     age = manage.parse_age(older_than)
-    ttl = resolve({"cache-dir": cache_dir} if cache_dir else {}).settings.failure_ttl
-    _print_report(manage.prune(_layout(cache_dir), age, dry_run=dry_run, failure_ttl=ttl), as_json)
+    layout, settings = _resolved(cache_dir)
+    _print_report(manage.prune(layout, age, dry_run=dry_run, failure_ttl=settings.failure_ttl), as_json)
 
 
 @command.command("clear", short_help="Remove every tree not in use.")

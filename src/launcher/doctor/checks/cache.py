@@ -157,6 +157,8 @@ def _is_held(lock: Path) -> bool | None:
 
 
 def lock_findings(layout: CacheLayout, lock_timeout: float) -> list[Finding]:
+    if os.path.lexists(layout.locks) and not safety.real_dir(layout.locks):
+        return []  # a link or a file: the trust check reports it; never read through
     try:
         locks = sorted(layout.locks.glob("*.lock"))
         pids = sorted(layout.locks.glob("*.pid"))
@@ -217,8 +219,9 @@ def temp_findings(layout: CacheLayout) -> list[Finding]:
                 out.append(ok("temp", f"{tmp.name}: an install by pid {pid} is in progress",
                               path=str(tmp), pid=pid, stale=False))
                 continue
-            size = _size(tmp)
-            out.append(warn("temp", f"{tmp} was left by a killed install (pid {pid} is gone; "
+            size = safety.size(tmp)
+            builder = f"pid {pid} is gone" if pid is not None else "its builder is unknown"
+            out.append(warn("temp", f"{tmp} was left by a killed install ({builder}; "
                                     f"{size / 1e6:.1f} MB)", f"rm -rf {tmp} (the next build of that tree also "
                                                              "removes it)",
                             path=str(tmp), pid=pid, stale=True, bytes=size))
@@ -234,10 +237,6 @@ def _pid_of_temp(tmp: Path, tree_tmp: bool) -> int | None:
         return int(parts[1])
     except (IndexError, ValueError):
         return None
-
-
-def _size(path: Path) -> int:
-    return safety.size(path)
 
 
 def installer_findings() -> list[Finding]:

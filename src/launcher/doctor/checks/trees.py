@@ -1,6 +1,6 @@
 """Runtime trees: present, missing or invalid; remembered failed builds and their error.
 
-Everything comes from `launcher.tree` (the manifest, `verify`, the
+Everything comes from `launcher.tree` (the manifest, `verified`, the
 extension validation, the failure records); doctor never builds.
 """
 
@@ -16,7 +16,7 @@ from launcher.doctor.context import abi_tag
 from launcher.doctor.models import Finding, fail, ok, warn
 from launcher.probe import Interpreter
 from launcher.spec import Spec
-from launcher.tree import MANIFEST, Failure, foreign_extensions, last_failure, read_manifest, verify
+from launcher.tree import MANIFEST, Failure, foreign_extensions, last_failure, verified
 
 LOG_LINES = 8
 
@@ -30,8 +30,8 @@ def tree_findings(layout: CacheLayout, interp: Interpreter, spec: Spec, failure_
     if odd is not None:
         return [fail("tree", f"{odd.path} {odd.what}", odd.fix, state="odd", **facts)]
     if (target / MANIFEST).exists():
-        problem = verify(target)
-        if problem is not None:
+        manifest, problem = verified(target)
+        if manifest is None:
             return [warn("tree", f"runtime tree {target.name} is invalid ({problem}); the next "
                                  "launcher run rebuilds it", f"nothing to do, or rebuild it now: rm -rf {target}",
                          problem=problem, state="invalid", **facts)]
@@ -42,11 +42,9 @@ def tree_findings(layout: CacheLayout, interp: Interpreter, spec: Spec, failure_
                                  f"{abi_tag(interp)} cannot import, e.g. {rel} ({why})",
                          f"rm -rf {target}, then pin versions that publish wheels for {abi_tag(interp)}",
                          state="foreign", files=[b[0] for b in bad], **facts)]
-        manifest = read_manifest(target)
-        dists = ", ".join(f"{d.name} {d.version}" for d in manifest.distributions) if manifest else ""
+        dists = ", ".join(f"{d.name} {d.version}" for d in manifest.distributions)
         return [ok("tree", f"runtime tree for {reqs} is present and valid ({dists or 'no packages'})",
-                   state="present", built_at=manifest.built_at if manifest else None,
-                   uv_version=manifest.uv_version if manifest else None, **facts)]
+                   state="present", built_at=manifest.built_at, uv_version=manifest.uv_version, **facts)]
     if target.exists():
         return [warn("tree", f"{target} has no manifest (an interrupted publish); the next launcher run "
                              "replaces it", f"nothing to do, or rm -rf {target}", state="invalid", **facts)]
@@ -121,12 +119,10 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
 def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
     """Every tree in the cache (`skip`: names checked per interpreter already): the
     cheap check (`launcher cache verify` is the deep one)."""
-    if not safety.real_dir(layout.trees):
-        return []  # reported by the cache check
     try:
-        entries = sorted(p for p in layout.trees.iterdir() if not p.name.startswith("."))
+        entries = [layout.trees / n for n in layout.tree_names()]
     except OSError:
-        return []
+        return []  # reported by the cache check (as is trees/ not being a real directory)
     out: list[Finding] = [fail("tree", f"{p} is {'a symlink' if p.is_symlink() else 'not a directory'} where "
                                        "a runtime tree should be; launcher never follows or uses it",
                                f"rm {p} (the next launcher run that needs it builds a real one)",
@@ -136,16 +132,13 @@ def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
     trees = [p for p in entries if safety.real_dir(p)]
     size = 0
     for tree in trees:
-        problem = verify(tree) if (tree / MANIFEST).exists() else "no manifest"
-        if problem is not None and tree.name in skip:
-            continue  # reported under its interpreter
-        if problem is not None:
+        manifest, problem = verified(tree) if (tree / MANIFEST).exists() else (None, "no manifest")
+        if manifest is not None:
+            size += sum(f.size for f in manifest.files)
+        elif tree.name not in skip:  # else reported under its interpreter
             out.append(warn("tree", f"runtime tree {tree.name} is invalid ({problem}); the next run that "
                                     "needs it rebuilds it", f"nothing to do, or rm -rf {tree}",
                             tree=str(tree), problem=problem, state="invalid"))
-            continue
-        manifest = read_manifest(tree)
-        size += sum(f.size for f in manifest.files) if manifest else 0
     if not trees and not out:
         out.append(ok("tree", "no runtime trees in the cache yet", trees=0, bytes=0))
     elif not out:
@@ -166,6 +159,8 @@ def _odd_stamps(layout: CacheLayout) -> list[Finding]:
 
 def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> list[Finding]:
     out: list[Finding] = []
+    if not safety.real_dir(layout.failures):
+        return out  # a link there is reported by the cache check, never read through
     try:
         records = sorted(layout.failures.glob("*.json"))
     except OSError:
