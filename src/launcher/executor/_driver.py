@@ -92,10 +92,6 @@ class TaskTimeout(TimeoutError):
 # ------------------------------------------------------------------- pickling
 
 
-def _loads_file(f: Any) -> Any:
-    return pickle.load(f)
-
-
 def _rebuild_error(payload: bytes | bytearray) -> BaseException:
     info = pickle.loads(payload)
     exc: BaseException | None = None
@@ -186,25 +182,15 @@ class _Worker:
             return UNSENT
         try:
             if not self.reader.wait(task.timeout):
-                self.close(kill=True)
-                _unlink(spill)
-                task.future.set_exception(TaskTimeout(
-                    f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
-                    f"(pid {self.info.pid}) was stopped and replaced; the task is not retried"))
-                return GONE
+                return self._lose(task, spill, timed_out=True)
             kind, _, payload = self.reader.read()
         except P.Closed:
-            self.close(kill=True)
-            _unlink(spill)
-            task.future.set_exception(WorkerDied(
-                f"the worker (pid {self.info.pid}) running {task.name} "
-                f"{_exit_reason(self.proc.returncode)}; it is replaced, the task is not retried"))
-            return GONE
+            return self._lose(task, spill, timed_out=False)
         try:
             if kind == P.OK:
                 value = pickle.loads(payload)
             elif kind == P.SPILLED:
-                value = P.load_spill(str(spill), _loads_file)
+                value = P.load_spill(str(spill), pickle.load)
             else:
                 task.future.set_exception(_rebuild_error(payload))
                 return DONE
@@ -216,6 +202,21 @@ class _Worker:
             return DONE
         task.future.set_result(value)
         return DONE
+
+    def _lose(self, task: _Task, spill: Path, *, timed_out: bool) -> str:
+        """Stop this worker (it ran past the task's timeout, or it died) and
+        fail the task; GONE.  The reason is read after the kill has been reaped."""
+        self.close(kill=True)
+        _unlink(spill)
+        if timed_out:
+            task.future.set_exception(TaskTimeout(
+                f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
+                f"(pid {self.info.pid}) was stopped and replaced; the task is not retried"))
+        else:
+            task.future.set_exception(WorkerDied(
+                f"the worker (pid {self.info.pid}) running {task.name} "
+                f"{_exit_reason(self.proc.returncode)}; it is replaced, the task is not retried"))
+        return GONE
 
     def close(self, *, kill: bool, grace: float = 5.0) -> None:
         if kill:
