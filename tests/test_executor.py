@@ -140,7 +140,7 @@ def test_large_result_is_spilled_privately_and_removed(py313: str, environ: dict
 
 
 def test_spill_file_is_private(tmp_path: Path) -> None:
-    fd = _protocol.open_spill(str(tmp_path / "r"))
+    fd = _protocol.open_private(str(tmp_path / "r"))
     os.close(fd)
     assert stat.S_IMODE(os.stat(tmp_path / "r").st_mode) == 0o600
     (tmp_path / "link").symlink_to(tmp_path / "r")

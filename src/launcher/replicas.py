@@ -87,7 +87,6 @@ class _Replica:
     exited: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
     lifeline: int | None = None  # our write end of the replica's lifeline pipe
 
     @property
@@ -145,26 +144,20 @@ class LocalReplicaExecutor:
         entry = dumps_for(self.command, {"entrypoint": entrypoint, "args": tuple(entrypoint_args),
                                          "paths": self.command.paths})
         run_dir = private_dir(self._root, "replicas")
-        fd = P.open_spill(str(run_dir / "entry.pkl"))
-        try:
-            P._write_all(fd, memoryview(entry))
-        finally:
-            os.close(fd)
+        P.write_private(str(run_dir / "entry.pkl"), entry)
         launch = run_dir.name
         replicas = [_Replica(rank, run_dir, timeout) for rank in range(n_replicas)]
         self._launches[launch] = replicas
         for rep in replicas:
-            rep.thread = threading.Thread(target=self._watch, args=(rep, n_replicas),
-                                          name=f"launcher-replica-{launch}-{rep.rank}", daemon=True)
-            rep.thread.start()
+            threading.Thread(target=self._watch, args=(rep, n_replicas),
+                             name=f"launcher-replica-{launch}-{rep.rank}", daemon=True).start()
         return [ReplicaHandle(launch, rep.rank) for rep in replicas]
 
     def _start(self, rep: _Replica, world: int) -> subprocess.Popen[bytes]:
         env = dict(self.command.env)
         env[self.rank_env] = str(rep.rank)
         env[self.world_env] = str(world)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        log = os.open(rep.log, flags, 0o600)
+        log = P.open_private(str(rep.log))
         # The lifeline: we keep the write end until the replica is gone; if we
         # die first the replica sees EOF and kills its whole group.
         life_r, rep.lifeline = os.pipe()

@@ -17,7 +17,7 @@ from launcher.executor._env import worker_environ
 
 if TYPE_CHECKING:
     from launcher.config import Settings
-    from launcher.plan import Prepared
+    from launcher.plan import Prepared, PreparedInterpreter
     from launcher.probe import Interpreter
 
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
@@ -33,7 +33,6 @@ class WorkerCommand:
     cwd: str
     paths: list[str]  # the project's import paths, put first on the worker's sys.path
     interpreter: Interpreter
-    tree: Path | None
     prepared: Prepared
 
     @property
@@ -84,7 +83,7 @@ def worker_command(python: str | os.PathLike[str] | None, *, flags: Mapping[str,
     prepared = prepare([exe, str(WORKER_SCRIPT)], settings=settings, cwd=workdir, environ=base)
     item = _find(prepared, exe)
     return WorkerCommand(argv=list(prepared.argv), env=dict(prepared.env), cwd=workdir,
-                         paths=project_paths(workdir), interpreter=item.interpreter, tree=item.tree,
+                         paths=project_paths(workdir), interpreter=item.interpreter,
                          prepared=prepared)
 
 
@@ -105,7 +104,7 @@ def _interpreter(python: str | os.PathLike[str] | None, path: str | None) -> str
     return os.path.abspath(found)
 
 
-def _find(prepared: Prepared, exe: str) -> Any:
+def _find(prepared: Prepared, exe: str) -> PreparedInterpreter:
     for item in prepared.interpreters:
         if item.interpreter.executable == exe:
             return item
