@@ -109,6 +109,32 @@ def launcher(*args: str, env: dict[str, str], check: bool = False, timeout: floa
     return proc
 
 
+def preload_lib(name: str, how: str) -> str:
+    """The path of an installed preload library, or `missing` (how to install it)."""
+    from launcher import preload
+    from launcher.errors import UsageError
+
+    try:
+        return preload.resolve_one(name).path
+    except UsageError:
+        missing(f"{name} is not installed: {how} (.ci/run installs it)")
+
+
+@pytest.fixture(scope="session")
+def jemalloc() -> str:
+    return preload_lib("jemalloc", "apt-get install libjemalloc2")
+
+
+def gone(pid: int) -> bool:
+    """Dead (a zombie waiting for init to reap it counts as dead)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
     """What the launcher recorded about installs in this cache."""
     import json

@@ -1,10 +1,13 @@
-"""What the tests and the benchmarks (bench/) both need: where things are, and
-how to read `-X importtime`.  Stdlib only, so bench/ can import it without pytest."""
+"""What the tests and the benchmarks (bench/) both need: where things are, how
+to read `-X importtime`, how to make a small real wheel.  Stdlib only, so bench/ can import it without pytest."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,3 +30,27 @@ def imported_modules(importtime_stderr: str) -> set[str]:
             if name != "imported package":
                 out.add(name)
     return out
+
+
+def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str = "",
+               version: str = "1.0") -> Path:
+    """A minimal, valid pure-Python wheel (RECORD hashes included) in `dest`,
+    which pip and uv install like any other."""
+    dist = f"{name}-{version}"
+    content = dict(files)
+    content[f"{dist}.dist-info/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    content[f"{dist}.dist-info/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+    content[f"{dist}.dist-info/entry_points.txt"] = entry_points
+    record = []
+    for path, text in content.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    content[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in content.items():
+            z.writestr(path, text)
+    return wheel

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import WHEELHOUSE, foreign_python, installs, launcher, offline_with
-from test_plugins import make_wheel
+from support import make_wheel
 
 IMPORTED_FROM = "import markupsafe, sys; print(markupsafe.__file__)"
 

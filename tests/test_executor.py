@@ -17,7 +17,7 @@ import pytest
 
 import executor_tasks as tasks
 import launcher
-from conftest import WHEELHOUSE, base_env, foreign_python, missing
+from conftest import WHEELHOUSE, base_env, foreign_python, gone
 from launcher.executor import (
     BytecodeNotPortable,
     RemoteTraceback,
@@ -43,14 +43,6 @@ def environ(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def executor(python: str | None, environ: dict[str, str], **kw: object) -> launcher.Executor:
     flags = dict(OFFLINE, **kw.pop("flags", {}))  # type: ignore[arg-type]
     return launcher.Executor(python, flags=flags, environ=environ, **kw)  # type: ignore[arg-type]
-
-
-def gone(pid: int) -> bool:
-    """Dead (a zombie waiting for init to reap it counts as dead)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_free_threaded_workers_use_their_own_markupsafe(py313t: str, environ: dict[str, str]) -> None:
@@ -321,14 +313,7 @@ def test_failing_initializer_breaks_the_executor_clearly(environ: dict[str, str]
             ex.submit(tasks.pid)
 
 
-def test_workers_get_the_preloads(py313t: str, environ: dict[str, str]) -> None:
-    from launcher import preload
-    from launcher.errors import UsageError
-
-    try:
-        preload.resolve_one("jemalloc")
-    except UsageError:
-        missing("jemalloc is not installed: apt-get install libjemalloc2 (.ci/run installs it)")
+def test_workers_get_the_preloads(py313t: str, jemalloc: str, environ: dict[str, str]) -> None:
     with executor(py313t, environ, max_workers=1, flags={"preload": ["jemalloc"]}) as ex:
         got = ex.submit(tasks.preloads).result(timeout=120)
     # Mapped in the worker, while the task sees the caller's LD_PRELOAD (none) for its children.

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import executor_tasks as tasks
-from conftest import WHEELHOUSE, base_env
+from conftest import WHEELHOUSE, base_env, gone
 from launcher.replicas import LocalReplicaExecutor, ReplicaExecutor
 
 TESTS = Path(__file__).resolve().parent
@@ -76,13 +76,6 @@ def test_cancel_ends_the_replica_and_its_children(replicas: LocalReplicaExecutor
     while not all(gone(p) for p in (leader, child)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(leader) and gone(child)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_timeout_fails_the_replica(replicas: LocalReplicaExecutor) -> None:
