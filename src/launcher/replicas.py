@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from launcher.executor import _protocol as P
+from launcher.executor._driver import exit_status
 from launcher.executor._pickling import dumps_for
 from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
 
@@ -211,11 +212,12 @@ class LocalReplicaExecutor:
 
     def _settle(self, rep: _Replica) -> None:
         base = rep.run_dir / f"rank-{rep.rank}"
+        result = base.with_suffix(".result")
         if rep.cancelled:
             rep.status = "cancelled"
             rep.error = "cancelled"
-        elif rep.exit_code == 0:
-            rep.result = P.load_spill(str(base) + ".result", pickle.load)
+        elif rep.exit_code == 0 and result.exists():
+            rep.result = P.load_spill(str(result), pickle.load)
             rep.status = "succeeded"
             return
         else:
@@ -228,9 +230,8 @@ class LocalReplicaExecutor:
         elif rep.timed_out:
             rep.error = f"timed out after {rep.timeout:g}s"
         elif rep.error is None:
-            code = rep.exit_code or 0
-            rep.error = (f"killed by {signal.Signals(-code).name}" if code < 0
-                         else f"exited with code {code}")
+            # exit 0 with no result: the entrypoint ended the process itself (os._exit(0)).
+            rep.error = exit_status(rep.exit_code or 0) + (" before returning" if not rep.exit_code else "")
 
     # ---------------------------------------------------------------- follow
 

@@ -106,15 +106,20 @@ def _rebuild_error(payload: bytes | bytearray) -> BaseException:
     return exc
 
 
+def exit_status(code: int) -> str:
+    """`exited with code 3`, `killed by SIGKILL` (or `by signal 40`: no name)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def _exit_reason(code: int | None) -> str:
     if code is None:
         return "is gone"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+    return ("was " if code < 0 else "") + exit_status(code)
 
 
 # -------------------------------------------------------------------- workers
