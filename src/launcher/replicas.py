@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from launcher.cache import safety
 from launcher.executor import _protocol as P
 from launcher.executor._driver import exit_status
 from launcher.executor._pickling import dumps_for
@@ -276,7 +276,7 @@ class LocalReplicaExecutor:
         for launch, replicas in list(self._launches.items()):
             for rep in replicas:
                 self.cancel(ReplicaHandle(launch, rep.rank))
-            shutil.rmtree(replicas[0].run_dir, ignore_errors=True)
+            safety.remove(replicas[0].run_dir)
         self._launches.clear()
 
 

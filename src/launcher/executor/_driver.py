@@ -14,7 +14,6 @@ import atexit
 import itertools
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import threading
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from launcher.cache import safety
 from launcher.executor import _protocol as P
 from launcher.executor._pickling import dumps_for
 from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
@@ -356,7 +356,7 @@ class Executor(_BaseExecutor):
             for t in threads:
                 t.join()
         if not threads or wait:
-            shutil.rmtree(self._spill, ignore_errors=True)
+            safety.remove(self._spill)
         _LIVE.discard(self)
 
     # ------------------------------------------------------------- worker slots
@@ -442,4 +442,4 @@ class Executor(_BaseExecutor):
             me = threading.current_thread()
             alive = [t for t in self._threads if t is not me and t.is_alive()]
         if not alive and self._shutdown:
-            shutil.rmtree(self._spill, ignore_errors=True)
+            safety.remove(self._spill)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from launcher.cache import safety
 from launcher.executor._env import worker_environ
 
 if TYPE_CHECKING:
@@ -131,18 +132,12 @@ def private_dir(root: Path, name: str) -> Path:
 def _sweep(parent: Path) -> None:
     """Remove what drivers that were killed left behind (`<pid>-*` of a pid
     that no longer runs); a pid that runs again is left alone."""
-    import shutil
+    import psutil
 
     for entry in os.scandir(parent):
         pid = entry.name.split("-", 1)[0]
-        if not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry.path, ignore_errors=True)
-        except OSError:
-            pass
+        if pid.isdigit() and entry.is_dir(follow_symlinks=False) and not psutil.pid_exists(int(pid)):
+            safety.remove(Path(entry.path))
 
 
 def argv_for(cmd: WorkerCommand, mode: str, args: Sequence[object]) -> list[str]:
