@@ -367,13 +367,15 @@ def test_worker_side_is_stdlib_and_cloudpickle_only() -> None:
         assert names <= set(sys.stdlib_module_names) | {"cloudpickle"}, (path.name, names)
 
 
-def test_interpreter_by_name_on_path(py313: str, environ: dict[str, str]) -> None:
+def test_interpreter_by_name_on_path_or_a_clear_error(py313: str, environ: dict[str, str]) -> None:
     env = dict(environ, PATH=f"{Path(py313).parent}{os.pathsep}{environ['PATH']}")
     with executor(Path(py313).name, env, max_workers=1) as ex:
         assert ex.submit(tasks.state).result(timeout=60)["pid"] > 0
         assert ex.workers[0].executable == py313
-    from launcher.errors import CommandNotFound
+    from launcher.errors import CommandNotFound, UsageError
 
+    with pytest.raises(UsageError, match="/bin/true is not a Python interpreter"):
+        executor("/bin/true", environ)
     with pytest.raises(CommandNotFound, match="command not found: no-such-python"):
         executor("no-such-python", env)
 

@@ -106,6 +106,10 @@ def _interpreter(python: str | os.PathLike[str] | None, path: str | None) -> str
 
 
 def _find(prepared: Prepared, exe: str) -> PreparedInterpreter:
+    if not prepared.interpreters:
+        from launcher.errors import UsageError
+
+        raise UsageError(f"{exe} is not a Python interpreter", fix="pass the path or name of a python")
     for item in prepared.interpreters:
         if item.interpreter.executable == exe:
             return item
