@@ -132,12 +132,20 @@ def test_large_result_is_spilled_privately_and_removed(py313: str, environ: dict
 
 
 def test_spill_file_is_private(tmp_path: Path) -> None:
-    fd = _protocol.open_private(str(tmp_path / "r"))
-    os.close(fd)
+    import errno
+
+    _protocol.write_private(str(tmp_path / "r"), b"pickled")
     assert stat.S_IMODE(os.stat(tmp_path / "r").st_mode) == 0o600
     (tmp_path / "link").symlink_to(tmp_path / "r")
-    with pytest.raises(OSError):
+    # Readable through the link (it has content), so only O_NOFOLLOW refuses it.
+    with pytest.raises(OSError) as err:
         _protocol.load_spill(str(tmp_path / "link"), lambda f: f.read())
+    assert err.value.errno == errno.ELOOP
+    for existing in ("r", "link"):  # never written through, never truncated
+        with pytest.raises(FileExistsError):
+            _protocol.write_private(str(tmp_path / existing), b"other")
+    assert (tmp_path / "r").read_bytes() == b"pickled"
+    assert _protocol.load_spill(str(tmp_path / "r"), lambda f: f.read()) == b"pickled"
 
 
 def test_killed_worker_fails_its_task_and_is_replaced(py313: str, environ: dict[str, str],
