@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa: F401 - re-exported
+from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE, installs  # noqa: F401 - re-exported
 
 STRICT = bool(os.environ.get("LAUNCHER_TEST_STRICT"))
 
@@ -133,14 +133,3 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
-    """What the launcher recorded about installs in this cache."""
-    import json
-
-    path = cache_dir / "log" / "installs.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return [r for r in rows if result is None or r["result"] == result]

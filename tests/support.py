@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import sys
 import zipfile
@@ -54,3 +55,12 @@ def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str =
         for path, text in content.items():
             z.writestr(path, text)
     return wheel
+
+
+def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
+    """What the launcher recorded about installs in this cache."""
+    path = cache_dir / "log" / "installs.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return [r for r in rows if result is None or r["result"] == result]
