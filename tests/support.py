@@ -1,13 +1,16 @@
 """What the tests and the benchmarks (bench/) both need: where things are, how
-to read `-X importtime`, how to make a small real wheel.  Stdlib only, so bench/ can import it without pytest."""
+to read `-X importtime` and the installs log, how to make a small real wheel
+or sdist.  Stdlib only, so bench/ can import it without pytest."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -55,6 +58,27 @@ def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str =
         for path, text in content.items():
             z.writestr(path, text)
     return wheel
+
+
+def make_sdist(dest: Path, name: str, version: str, setup_py: str | None = None) -> Path:
+    """A real setuptools sdist of a one-module package (with `setup_py`, a setup.py too)."""
+    files = {
+        "pyproject.toml": (f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+                           f'[project]\nname = "{name}"\nversion = "{version}"\n'
+                           f'[tool.setuptools]\npy-modules = ["{name}"]\n'),
+        f"{name}.py": f'VERSION = "{version}"\n',
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    if setup_py is not None:
+        files["setup.py"] = setup_py
+    path = dest / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
