@@ -23,7 +23,7 @@ from typing import Any
 from _measure import TIME, Cmd, CommandFailed, paired, paired_rss, run_once
 from _workspace import EXECUTOR_BENCH, LAUNCHER, WHEELHOUSE, WITH_ARGS, Missing, Workspace
 
-from support import imported_modules
+from support import imported_modules, installs
 
 
 @dataclass
@@ -211,7 +211,7 @@ def cold_herd(ws: Workspace, scale: Scale, row: Row) -> Row:
         return row
     herd = str(ws.work / "herd.sh")
     counter = itertools.count()
-    installs: list[int] = []
+    built_counts: list[int] = []
 
     def fresh(n: int) -> Callable[[], Cmd]:
         def make() -> Cmd:
@@ -222,13 +222,13 @@ def cold_herd(ws: Workspace, scale: Scale, row: Row) -> Row:
 
     def after(side: str, cmd: Cmd) -> None:
         cache = Path(cmd.env["LAUNCHER_CACHE_DIR"])
-        built = _built(cache)
+        built = len(installs(cache))
         shutil.rmtree(cache, ignore_errors=True)
         if built != 1:
             raise CommandFailed(f"{'16 workers' if side == 'a' else '1 worker'} on a cold cache ran "
                                 f"{built} installs, not exactly 1")
         if side == "a":
-            installs.append(built)
+            built_counts.append(built)
 
     # The floor: the same herd with no launcher at all (the same bash parent,
     # a 3.13 venv that has markupsafe installed), timed in the same round as
@@ -252,7 +252,7 @@ def cold_herd(ws: Workspace, scale: Scale, row: Row) -> Row:
     values = [(a - f) / b for a, f, b in zip(herds, floors, singles, strict=True)]
     row.summary = {"pairs": len(values), "median": statistics.median(values), "min": min(values),
                    "max": max(values), "a_ms": statistics.median(herds), "b_ms": statistics.median(singles),
-                   "floor_ms": statistics.median(floors), "installs": installs}
+                   "floor_ms": statistics.median(floors), "installs": built_counts}
     floor_ms = row.summary["floor_ms"]
     row.note = (f"{scale.herd} rounds (each a full cold build); exactly 1 install "
                 f"(installs.jsonl, result \"built\") in every run.  Value: (herd of 16 under the launcher "
@@ -302,14 +302,6 @@ def executor_rss(ws: Workspace, scale: Scale, row: Row) -> Row:
                 f"{row.summary['before_mib']:.0f} MiB before receiving (Python, launcher, pydantic); "
                 "B is loky receiving the same result, for reference (not judged)")
     return row.judge()
-
-
-def _built(cache: Path) -> int:
-    try:
-        lines = (cache / "log" / "installs.jsonl").read_text().splitlines()
-    except OSError:
-        return 0
-    return sum(1 for ln in lines if ln.strip() and json.loads(ln).get("result") == "built")
 
 
 RowFn = Callable[[Workspace, Scale, Row], Row]

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa: F401 - re-exported
+from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE, installs  # noqa: F401 - re-exported
 
 STRICT = bool(os.environ.get("LAUNCHER_TEST_STRICT"))
 
@@ -109,12 +109,27 @@ def launcher(*args: str, env: dict[str, str], check: bool = False, timeout: floa
     return proc
 
 
-def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
-    """What the launcher recorded about installs in this cache."""
-    import json
+def preload_lib(name: str, how: str) -> str:
+    """The path of an installed preload library, or `missing` (how to install it)."""
+    from launcher import preload
+    from launcher.errors import UsageError
 
-    path = cache_dir / "log" / "installs.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return [r for r in rows if result is None or r["result"] == result]
+    try:
+        return preload.resolve_one(name).path
+    except UsageError:
+        missing(f"{name} is not installed: {how} (.ci/run installs it)")
+
+
+@pytest.fixture(scope="session")
+def jemalloc() -> str:
+    return preload_lib("jemalloc", "apt-get install libjemalloc2")
+
+
+def gone(pid: int) -> bool:
+    """Dead (a zombie waiting for init to reap it counts as dead)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -1,10 +1,17 @@
-"""What the tests and the benchmarks (bench/) both need: where things are, and
-how to read `-X importtime`.  Stdlib only, so bench/ can import it without pytest."""
+"""What the tests and the benchmarks (bench/) both need: where things are, how
+to read `-X importtime` and the installs log, how to make a small real wheel
+or sdist.  Stdlib only, so bench/ can import it without pytest."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import json
 import os
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,3 +34,57 @@ def imported_modules(importtime_stderr: str) -> set[str]:
             if name != "imported package":
                 out.add(name)
     return out
+
+
+def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str = "",
+               version: str = "1.0") -> Path:
+    """A minimal, valid pure-Python wheel (RECORD hashes included) in `dest`,
+    which pip and uv install like any other."""
+    dist = f"{name}-{version}"
+    content = dict(files)
+    content[f"{dist}.dist-info/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    content[f"{dist}.dist-info/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+    content[f"{dist}.dist-info/entry_points.txt"] = entry_points
+    record = []
+    for path, text in content.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    content[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in content.items():
+            z.writestr(path, text)
+    return wheel
+
+
+def make_sdist(dest: Path, name: str, version: str, setup_py: str | None = None) -> Path:
+    """A real setuptools sdist of a one-module package (with `setup_py`, a setup.py too)."""
+    files = {
+        "pyproject.toml": (f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+                           f'[project]\nname = "{name}"\nversion = "{version}"\n'
+                           f'[tool.setuptools]\npy-modules = ["{name}"]\n'),
+        f"{name}.py": f'VERSION = "{version}"\n',
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    if setup_py is not None:
+        files["setup.py"] = setup_py
+    path = dest / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def installs(cache_dir: Path, result: str | None = "built") -> list[dict]:
+    """What the launcher recorded about installs in this cache."""
+    path = cache_dir / "log" / "installs.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return [r for r in rows if result is None or r["result"] == result]

@@ -7,16 +7,14 @@ wheelhouse)."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from conftest import WHEELHOUSE, foreign_python, installs, launcher, offline_with
-from test_plugins import make_wheel
+from support import make_sdist, make_wheel
 
 IMPORTED_FROM = "import markupsafe, sys; print(markupsafe.__file__)"
 
@@ -67,34 +65,13 @@ def test_cp313_never_builds(py313: str, env: dict[str, str], cache_dir: Path) ->
     assert _trees(cache_dir) == [tree] and len(installs(cache_dir, "built")) == 1
 
 
-def _sdist(dest: Path, name: str, version: str, setup_py: str | None = None) -> Path:
-    """A real setuptools sdist of a one-module package (with `setup_py`, a setup.py too)."""
-    files = {
-        "pyproject.toml": (f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-                           f'[project]\nname = "{name}"\nversion = "{version}"\n'
-                           f'[tool.setuptools]\npy-modules = ["{name}"]\n'),
-        f"{name}.py": f'VERSION = "{version}"\n',
-        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-    }
-    if setup_py is not None:
-        files["setup.py"] = setup_py
-    path = dest / f"{name}-{version}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for rel, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 @pytest.fixture
 def links(tmp_path: Path) -> Path:
     """fhdemo 1.0 as a wheel, 2.0 only as an sdist, and setuptools to build it."""
     d = tmp_path / "links"
     d.mkdir()
     make_wheel(d, "fhdemo", {"fhdemo.py": 'VERSION = "1.0"\n'}, "")
-    _sdist(d, "fhdemo", "2.0")
+    make_sdist(d, "fhdemo", "2.0")
     [setuptools] = WHEELHOUSE.glob("setuptools-*.whl")
     (d / setuptools.name).symlink_to(setuptools)
     return d

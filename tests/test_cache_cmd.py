@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import launcher, missing, offline_with
+from conftest import base_env, launcher, missing, offline_with
 
 DAY = 86400
 SIX = "import six, sys; sys.stdout.write(six.__file__)"
@@ -25,18 +25,12 @@ SIX = "import six, sys; sys.stdout.write(six.__file__)"
 def template(tmp_path_factory: pytest.TempPathFactory, py311: str, py313: str, py313t: str) -> Path:
     """A cache with one `--with six` tree per interpreter, built by `launcher run`."""
     cache = tmp_path_factory.mktemp("cache-template") / "cache"
-    env = _env(cache)
+    env = base_env(cache)
     for i, python in enumerate((py311, py313, py313t)):
         extra = ["--record"] if i == 0 else []  # leaves a run record to prune
         proc = launcher("run", *extra, *offline_with("six"), "--", python, "-c", SIX, env=env, check=True)
         assert proc.stdout.startswith(str(cache / "trees")), proc.stdout
     return cache
-
-
-def _env(cache: Path) -> dict[str, str]:
-    from conftest import base_env
-
-    return base_env(cache)
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def cache(template: Path, tmp_path: Path) -> Path:
 
 
 def cache_json(cache: Path, *args: str) -> Any:
-    return json.loads(launcher("cache", *args, "--json", env=_env(cache), check=True).stdout)
+    return json.loads(launcher("cache", *args, "--json", env=base_env(cache), check=True).stdout)
 
 
 def trees_by_abi(cache: Path) -> dict[str, Path]:
@@ -82,7 +76,7 @@ def test_list(cache: Path, py311: str, py313: str, py313t: str) -> None:
     assert rows["cp313"]["interpreter_version"].startswith("3.13")
     assert len({t["spec_hash"] for t in rows.values()}) == 1
 
-    text = launcher("cache", "list", env=_env(cache), check=True).stdout.splitlines()
+    text = launcher("cache", "list", env=base_env(cache), check=True).stdout.splitlines()
     assert text[0].split() == ["ABI", "SPEC", "PYTHON", "REQUIREMENTS", "SIZE", "LAST", "USED", "STATUS"]
     assert len(text) == 4
     assert all(ln.rstrip().endswith("valid") and " six " in ln for ln in text[1:])
@@ -94,7 +88,7 @@ def test_info(cache: Path) -> None:
     assert got["trees"] == 3 and got["trees_by_status"] == {"valid": 3}
     assert got["run_records"] == 1
     assert got["tree_bytes"] > 0 and got["total_bytes"] > got["tree_bytes"]
-    text = launcher("cache", "info", env=_env(cache), check=True).stdout
+    text = launcher("cache", "info", env=base_env(cache), check=True).stdout
     assert f"cache dir:        {cache}\n" in text
     assert "runtime trees:    3 (3 valid)" in text
 
@@ -104,7 +98,7 @@ def test_looking_is_not_using(cache: Path) -> None:
     tree = trees_by_abi(cache)["cp313"]
     age(cache, tree, 40)
     for args in (("list",), ("info",), ("prune", "--dry-run")):
-        launcher("cache", *args, env=_env(cache), check=True)
+        launcher("cache", *args, env=base_env(cache), check=True)
     (row,) = [t for t in cache_json(cache, "list")["trees"] if t["name"] == tree.name]
     assert 39 * DAY < time.time() - row["last_used"] < 41 * DAY
 
@@ -121,7 +115,7 @@ def test_a_use_through_the_gate_counts(cache: Path, py313: str) -> None:
     if time.time() - os.stat(probe).st_atime > DAY:
         missing("this filesystem does not update access times (noatime)")
     probe.rmdir()
-    env = _env(cache)
+    env = base_env(cache)
     # Exactly the environment `launcher run` gives its command, without prepare().
     first = launcher("run", *offline_with("six"), "--", py313, "-c",
                      "import json, os; print(json.dumps(dict(os.environ)))", env=env, check=True)
@@ -156,7 +150,7 @@ def test_prune_by_age_and_leftovers(cache: Path) -> None:
         [trees["cp311"].name, trees["cp313t"].name])
     assert all(p.exists() for p in trees.values()) and stale.exists() and run_record.exists()
 
-    proc = launcher("cache", "prune", "--older-than", "30d", env=_env(cache), check=True)
+    proc = launcher("cache", "prune", "--older-than", "30d", env=base_env(cache), check=True)
     assert f"removed tree {trees['cp311']} " in proc.stdout
     assert f"removed tree {trees['cp313t']} " in proc.stdout
     assert f"removed build-dir {stale} " in proc.stdout
@@ -192,7 +186,7 @@ def test_prune_removes_invalid_and_refuses_symlinks(cache: Path, tmp_path: Path)
     assert rows[incomplete.name]["status"] == "incomplete"
     assert rows[linked.name]["status"] == "symlink"
 
-    proc = launcher("cache", "prune", env=_env(cache), check=True)
+    proc = launcher("cache", "prune", env=base_env(cache), check=True)
     assert f"skipped {linked}: is a symlink" in proc.stderr
     assert not trees["cp313"].exists() and not incomplete.exists()
     assert trees["cp311"].exists() and trees["cp313t"].exists()  # valid and recent
@@ -216,7 +210,7 @@ def test_prune_skips_a_tree_a_live_process_holds(cache: Path, py311: str) -> Non
     """A pure-Python package leaves nothing open or mapped: the process is
     recognised by the `launcher run` environment it was started with."""
     trees = trees_by_abi(cache)
-    env = _env(cache)
+    env = base_env(cache)
     code = "import six, time; print('ready', six.__file__, flush=True); time.sleep(120)"
     worker = subprocess.Popen([str(Path(sys.executable).parent / "launcher"), "run", *offline_with("six"),
                                "--", py311, "-c", code], env=env, stdout=subprocess.PIPE,
@@ -269,9 +263,9 @@ def test_prune_skips_locked_open_and_cwd(cache: Path, env: dict[str, str]) -> No
 
 def test_clear(cache: Path) -> None:
     trees = trees_by_abi(cache)
-    sitter = _hold(["sh", "-c", "echo ready; exec sleep 120"], _env(cache), cwd=trees["cp313"])
+    sitter = _hold(["sh", "-c", "echo ready; exec sleep 120"], base_env(cache), cwd=trees["cp313"])
     try:
-        proc = launcher("cache", "clear", env=_env(cache), check=True)
+        proc = launcher("cache", "clear", env=base_env(cache), check=True)
     finally:
         _stop(sitter)
     assert f"launcher: skipped {trees['cp313']}: in use by pid {sitter.pid}" in proc.stderr
@@ -285,7 +279,7 @@ def test_clear(cache: Path) -> None:
 
 
 def test_bad_age(cache: Path) -> None:
-    proc = launcher("cache", "prune", "--older-than", "soon", env=_env(cache))
+    proc = launcher("cache", "prune", "--older-than", "soon", env=base_env(cache))
     assert proc.returncode == 2
     assert proc.stderr == ("launcher: --older-than 'soon' is not an age "
                            "(use a number with a unit: 30d, 12h, 90m, 45s or 2w)\n")

@@ -340,7 +340,7 @@ def test_system_exit_in_a_chained_sitecustomize_is_not_swallowed(tmp_path: Path,
 
 def test_system_exit_in_a_plugin_ends_the_process_with_its_code(tmp_path: Path, env: dict[str, str],
                                                                 py311: str) -> None:
-    from test_plugins import make_wheel
+    from support import make_wheel
 
     links = tmp_path / "links"
     links.mkdir()

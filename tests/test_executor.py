@@ -17,7 +17,7 @@ import pytest
 
 import executor_tasks as tasks
 import launcher
-from conftest import WHEELHOUSE, base_env, foreign_python, missing
+from conftest import WHEELHOUSE, base_env, foreign_python, gone
 from launcher.executor import (
     BytecodeNotPortable,
     RemoteTraceback,
@@ -43,14 +43,6 @@ def environ(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def executor(python: str | None, environ: dict[str, str], **kw: object) -> launcher.Executor:
     flags = dict(OFFLINE, **kw.pop("flags", {}))  # type: ignore[arg-type]
     return launcher.Executor(python, flags=flags, environ=environ, **kw)  # type: ignore[arg-type]
-
-
-def gone(pid: int) -> bool:
-    """Dead (a zombie waiting for init to reap it counts as dead)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_free_threaded_workers_use_their_own_markupsafe(py313t: str, environ: dict[str, str]) -> None:
@@ -140,12 +132,20 @@ def test_large_result_is_spilled_privately_and_removed(py313: str, environ: dict
 
 
 def test_spill_file_is_private(tmp_path: Path) -> None:
-    fd = _protocol.open_spill(str(tmp_path / "r"))
-    os.close(fd)
+    import errno
+
+    _protocol.write_private(str(tmp_path / "r"), b"pickled")
     assert stat.S_IMODE(os.stat(tmp_path / "r").st_mode) == 0o600
     (tmp_path / "link").symlink_to(tmp_path / "r")
-    with pytest.raises(OSError):
+    # Readable through the link (it has content), so only O_NOFOLLOW refuses it.
+    with pytest.raises(OSError) as err:
         _protocol.load_spill(str(tmp_path / "link"), lambda f: f.read())
+    assert err.value.errno == errno.ELOOP
+    for existing in ("r", "link"):  # never written through, never truncated
+        with pytest.raises(FileExistsError):
+            _protocol.write_private(str(tmp_path / existing), b"other")
+    assert (tmp_path / "r").read_bytes() == b"pickled"
+    assert _protocol.load_spill(str(tmp_path / "r"), lambda f: f.read()) == b"pickled"
 
 
 def test_killed_worker_fails_its_task_and_is_replaced(py313: str, environ: dict[str, str],
@@ -321,14 +321,7 @@ def test_failing_initializer_breaks_the_executor_clearly(environ: dict[str, str]
             ex.submit(tasks.pid)
 
 
-def test_workers_get_the_preloads(py313t: str, environ: dict[str, str]) -> None:
-    from launcher import preload
-    from launcher.errors import UsageError
-
-    try:
-        preload.resolve_one("jemalloc")
-    except UsageError:
-        missing("jemalloc is not installed: apt-get install libjemalloc2 (.ci/run installs it)")
+def test_workers_get_the_preloads(py313t: str, jemalloc: str, environ: dict[str, str]) -> None:
     with executor(py313t, environ, max_workers=1, flags={"preload": ["jemalloc"]}) as ex:
         got = ex.submit(tasks.preloads).result(timeout=120)
     # Mapped in the worker, while the task sees the caller's LD_PRELOAD (none) for its children.
@@ -382,13 +375,15 @@ def test_worker_side_is_stdlib_and_cloudpickle_only() -> None:
         assert names <= set(sys.stdlib_module_names) | {"cloudpickle"}, (path.name, names)
 
 
-def test_interpreter_by_name_on_path(py313: str, environ: dict[str, str]) -> None:
+def test_interpreter_by_name_on_path_or_a_clear_error(py313: str, environ: dict[str, str]) -> None:
     env = dict(environ, PATH=f"{Path(py313).parent}{os.pathsep}{environ['PATH']}")
     with executor(Path(py313).name, env, max_workers=1) as ex:
         assert ex.submit(tasks.state).result(timeout=60)["pid"] > 0
         assert ex.workers[0].executable == py313
-    from launcher.errors import CommandNotFound
+    from launcher.errors import CommandNotFound, UsageError
 
+    with pytest.raises(UsageError, match="/bin/true is not a Python interpreter"):
+        executor("/bin/true", environ)
     with pytest.raises(CommandNotFound, match="command not found: no-such-python"):
         executor("no-such-python", env)
 

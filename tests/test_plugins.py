@@ -3,34 +3,11 @@ interpreter; one whose import raises is skipped and recorded, the rest load."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 from conftest import WHEELHOUSE, launcher
-
-
-def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str) -> Path:
-    """A minimal, valid pure-Python wheel (RECORD hashes included)."""
-    dist = f"{name}-1.0"
-    content = dict(files)
-    content[f"{dist}.dist-info/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
-    content[f"{dist}.dist-info/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                          "Tag: py3-none-any\n")
-    content[f"{dist}.dist-info/entry_points.txt"] = entry_points
-    record = []
-    for path, text in content.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{dist}.dist-info/RECORD,,")
-    content[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    wheel = dest / f"{dist}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        for path, text in content.items():
-            z.writestr(path, text)
-    return wheel
+from support import make_wheel
 
 
 def test_broken_plugin_is_skipped_and_recorded(tmp_path: Path, env: dict[str, str], cache_dir: Path,

@@ -17,23 +17,9 @@ from typing import Any
 
 import pytest
 
-from conftest import foreign_python, launcher, missing
+from conftest import foreign_python, launcher, missing, preload_lib
 from launcher import preload
-from launcher.errors import UsageError
 from launcher.gate import _launcher_preloads as gate
-
-
-def _need(name: str, how: str) -> str:
-    try:
-        return preload.resolve_one(name).path
-    except UsageError:
-        missing(f"{name} is not installed: {how} (.ci/run installs it)")
-
-
-@pytest.fixture(scope="module")
-def jemalloc() -> str:
-    return _need("jemalloc", "apt-get install libjemalloc2")
-
 
 # What a child reports about itself, as one JSON line on stdout.
 FACTS = r'''
@@ -112,7 +98,7 @@ def test_top_process_maps_jemalloc_and_shell_child_keeps_callers_ld_preload(
     if caller == "empty":
         env["LD_PRELOAD"] = ""
     elif caller == "tcmalloc":
-        _need("libtcmalloc_minimal.so.4", "apt-get install libtcmalloc-minimal4")
+        preload_lib("libtcmalloc_minimal.so.4", "apt-get install libtcmalloc-minimal4")
         env["LD_PRELOAD"] = "libtcmalloc_minimal.so.4"
     script = _script(tmp_path, "top.py", TOP)
     got = _run("--preload", "jemalloc", "--", py311, script, env=env)
@@ -341,7 +327,7 @@ def test_preload_scope_all_exports_to_every_descendant(
 
 def test_asan_goes_first_and_never_reaches_shell_children(
         py311: str, env: dict[str, str], jemalloc: str, tmp_path: Path) -> None:
-    asan = _need("asan", "apt-get install libasan8")
+    asan = preload_lib("asan", "apt-get install libasan8")
     # A non-instrumented python under the ASan runtime may "leak" at exit
     # (objects alive at shutdown; Debian's python3.11 does), and LeakSanitizer
     # then turns exit 0 into 1. Leaks are not what this test is about.
@@ -361,8 +347,8 @@ def test_asan_goes_first_and_never_reaches_shell_children(
 
 
 def test_resolution_orders_and_dedupes() -> None:
-    jem = _need("jemalloc", "apt-get install libjemalloc2")
-    asan = _need("asan", "apt-get install libasan8")
+    jem = preload_lib("jemalloc", "apt-get install libjemalloc2")
+    asan = preload_lib("asan", "apt-get install libasan8")
     libs = preload.resolve(["jemalloc", "libjemalloc.so.2", jem, "asan"])
     assert [lib.path for lib in libs] == [asan, jem]
     assert libs[1].requested == "jemalloc"
@@ -394,11 +380,11 @@ def _bad_preloads(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
 def test_bad_preload_fails_before_exec_with_one_line(case: str, env: dict[str, str], tmp_path: Path) -> None:
     libs, why = _bad_preloads(tmp_path)[case]
     if case == "two-allocators":
-        _need("jemalloc", "apt-get install libjemalloc2")
-        _need("tcmalloc", "apt-get install libtcmalloc-minimal4")
+        preload_lib("jemalloc", "apt-get install libjemalloc2")
+        preload_lib("tcmalloc", "apt-get install libtcmalloc-minimal4")
     if case == "two-sanitizers":
-        _need("asan", "apt-get install libasan8")
-        _need("libtsan.so.2", "apt-get install libtsan2")
+        preload_lib("asan", "apt-get install libasan8")
+        preload_lib("libtsan.so.2", "apt-get install libtsan2")
     marker = tmp_path / "ran"
     args = [a for lib in libs for a in ("--preload", lib)]
     proc = launcher("run", *args, "--", "sh", "-c", 'touch "$0"', str(marker), env=env)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, installs, launcher, offline_with
+from conftest import LAUNCHER, base_env, installs, launcher, offline_with
 
 JOBS_LINE = re.compile(r"^launcher: prewarming (\d+) runtime trees? in (.+), (\d+) at a time$", re.M)
 
@@ -23,16 +23,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("prewarm") / "cache"
 
 
-def _env(cache: Path) -> dict[str, str]:
-    from conftest import base_env
-
-    return base_env(cache)
-
-
 @pytest.fixture(scope="module")
 def built(shared: Path, py311: str, py313: str, py313t: str) -> subprocess.CompletedProcess[str]:
     """Three ABIs prewarmed in parallel into the module's cache."""
-    env = _env(shared)
+    env = base_env(shared)
     env["LAUNCHER_PREWARM_JOBS"] = "3"
     return launcher("prewarm", "--python", py311, "--python", py313, "--python", py313t,
                     *offline_with("six"), env=env, check=True)
@@ -40,7 +34,7 @@ def built(shared: Path, py311: str, py313: str, py313t: str) -> subprocess.Compl
 
 @pytest.fixture
 def penv(shared: Path) -> dict[str, str]:
-    return _env(shared)
+    return base_env(shared)
 
 
 def jobs_used(stderr: str) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LAUNCHER, WHEELHOUSE, launcher
-from test_build_policy import _sdist
+from support import make_sdist
 
 # A build that takes a while for certain: setup.py sleeps, and a fresh uv
 # cache means uv cannot reuse a wheel it built before.
@@ -29,7 +29,7 @@ PROGRAM = "import slowpkg; print('out:', slowpkg.VERSION)"
 def slow(tmp_path: Path, env: dict[str, str]) -> list[str]:
     links = tmp_path / "links"
     links.mkdir()
-    _sdist(links, "slowpkg", "1.0", setup_py=SLOW_SETUP)
+    make_sdist(links, "slowpkg", "1.0", setup_py=SLOW_SETUP)
     [setuptools] = WHEELHOUSE.glob("setuptools-*.whl")
     (links / setuptools.name).symlink_to(setuptools)
     env["UV_CACHE_DIR"] = str(tmp_path / "uv-cache")

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import executor_tasks as tasks
-from conftest import WHEELHOUSE, base_env
+from conftest import WHEELHOUSE, base_env, gone
 from launcher.replicas import LocalReplicaExecutor, ReplicaExecutor
 
 TESTS = Path(__file__).resolve().parent
@@ -78,11 +78,14 @@ def test_cancel_ends_the_replica_and_its_children(replicas: LocalReplicaExecutor
     assert gone(leader) and gone(child)
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+def test_exit_without_a_result_is_a_failure_that_says_so(replicas: LocalReplicaExecutor) -> None:
+    """An entrypoint that ends its process itself returns nothing: a failure
+    with one plain reason, not a missing-file error of ours."""
+    handles = replicas.launch_replicas(2, "os._exit", (0,)) + replicas.launch_replicas(1, "os.kill", (0, 40))
+    out = replicas.collect(handles, timeout=60)
+    assert [(r["status"], r["exit_code"], r["error"], r["result"]) for r in out] == [
+        ("failed", 0, "exited with code 0 before returning", None)] * 2 + [
+        ("failed", -40, "killed by signal 40", None)]
 
 
 def test_timeout_fails_the_replica(replicas: LocalReplicaExecutor) -> None:

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from conftest import LAUNCHER, REPO, missing, offline_with
-from launcher import preload
-from launcher.errors import UsageError
 
 SKIP = "set LAUNCHER_TEST_TORCH_PYTHON (CI: make torch-env)"
 
@@ -78,16 +76,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _jemalloc() -> str:
-    try:
-        return preload.resolve_one("jemalloc").path
-    except UsageError:
-        missing("jemalloc is not installed: apt-get install libjemalloc2 (CI installs it)")
-
-
-def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, env: dict[str, str],
+def test_torchrun_agent_and_every_rank_are_preloaded(torch_python: str, jemalloc: str, env: dict[str, str],
                                                      tmp_path: Path) -> None:
-    jemalloc = _jemalloc()
     torchrun = str(Path(torch_python).parent / "torchrun")
     script = tmp_path / "rank.py"
     script.write_text(RANK)
@@ -152,8 +142,7 @@ def _ranks(torchrun: str, script: Path, env: dict[str, str]) -> list[dict]:
 
 
 def test_ranks_run_on_the_users_python_exec_with_preloads_and_their_own_tree(
-        torch_python: str, env: dict[str, str], py313t: str, tmp_path: Path) -> None:
-    _jemalloc()
+        torch_python: str, jemalloc: str, env: dict[str, str], py313t: str, tmp_path: Path) -> None:
     torchrun = str(Path(torch_python).parent / "torchrun")
     script = tmp_path / "rank.py"
     script.write_text(PLAIN_RANK)

@@ -8,13 +8,10 @@ PYTHON_EXEC the user set keeps naming their interpreter.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,15 +20,7 @@ from conftest import WHEELHOUSE, base_env, foreign_python, launcher, missing, of
 from launcher import execute, preload
 from launcher.errors import UsageError
 from launcher.gate import sitecustomize as gate
-
-
-@pytest.fixture(scope="module")
-def jemalloc() -> str:
-    try:
-        return preload.resolve_one("jemalloc").path
-    except UsageError:
-        missing("jemalloc is not installed: apt-get install libjemalloc2 (.ci/run installs it)")
-
+from support import make_wheel
 
 SELF = ("import json, os, sys\n"
         "print(json.dumps([sys.executable, getattr(sys, '_base_executable', None), sys.prefix,"
@@ -101,34 +90,12 @@ def main():
 '''
 
 
-def _wheel(where: Path, name: str, version: str, module: str, script: str) -> Path:
-    """A real wheel with a console script (pip installs it like any other)."""
-    dist = f"{name}-{version}"
-    files = {
-        f"{name}/__init__.py": module,
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}.dist-info/entry_points.txt": f"[console_scripts]\n{script} = {name}:main\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{dist}.dist-info/RECORD,,")
-    files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    where.mkdir(parents=True, exist_ok=True)
-    out = where / f"{dist}-py3-none-any.whl"
-    with zipfile.ZipFile(out, "w") as z:
-        for path, text in files.items():
-            z.writestr(path, text)
-    return out
-
-
 def test_pip_console_script_names_the_venv_and_runs_after_cache_clear(
         job_venv: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     venv, env = job_venv
     wheels = tmp_path / "wheels"
-    _wheel(wheels, "trace_hello", "1.0", HELLO, "trace-hello")
+    make_wheel(wheels, "trace_hello", {"trace_hello/__init__.py": HELLO},
+               "[console_scripts]\ntrace-hello = trace_hello:main\n")  # pip installs it like any other
     launcher("run", "--preload", "jemalloc", "--", str(venv / "bin" / "pip"), "install", "--no-index",
              "--find-links", str(wheels), "trace_hello", env=env, check=True, timeout=300)
     script = venv / "bin" / "trace-hello"

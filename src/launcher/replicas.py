@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from launcher.cache import safety
 from launcher.executor import _protocol as P
+from launcher.executor._driver import exit_status
 from launcher.executor._pickling import dumps_for
 from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
 
@@ -87,7 +88,6 @@ class _Replica:
     exited: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
     lifeline: int | None = None  # our write end of the replica's lifeline pipe
 
     @property
@@ -145,26 +145,20 @@ class LocalReplicaExecutor:
         entry = dumps_for(self.command, {"entrypoint": entrypoint, "args": tuple(entrypoint_args),
                                          "paths": self.command.paths})
         run_dir = private_dir(self._root, "replicas")
-        fd = P.open_spill(str(run_dir / "entry.pkl"))
-        try:
-            P._write_all(fd, memoryview(entry))
-        finally:
-            os.close(fd)
+        P.write_private(str(run_dir / "entry.pkl"), entry)
         launch = run_dir.name
         replicas = [_Replica(rank, run_dir, timeout) for rank in range(n_replicas)]
         self._launches[launch] = replicas
         for rep in replicas:
-            rep.thread = threading.Thread(target=self._watch, args=(rep, n_replicas),
-                                          name=f"launcher-replica-{launch}-{rep.rank}", daemon=True)
-            rep.thread.start()
+            threading.Thread(target=self._watch, args=(rep, n_replicas),
+                             name=f"launcher-replica-{launch}-{rep.rank}", daemon=True).start()
         return [ReplicaHandle(launch, rep.rank) for rep in replicas]
 
     def _start(self, rep: _Replica, world: int) -> subprocess.Popen[bytes]:
         env = dict(self.command.env)
         env[self.rank_env] = str(rep.rank)
         env[self.world_env] = str(world)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        log = os.open(rep.log, flags, 0o600)
+        log = P.open_private(str(rep.log))
         # The lifeline: we keep the write end until the replica is gone; if we
         # die first the replica sees EOF and kills its whole group.
         life_r, rep.lifeline = os.pipe()
@@ -218,11 +212,12 @@ class LocalReplicaExecutor:
 
     def _settle(self, rep: _Replica) -> None:
         base = rep.run_dir / f"rank-{rep.rank}"
+        result = base.with_suffix(".result")
         if rep.cancelled:
             rep.status = "cancelled"
             rep.error = "cancelled"
-        elif rep.exit_code == 0:
-            rep.result = P.load_spill(str(base) + ".result", pickle.load)
+        elif rep.exit_code == 0 and result.exists():
+            rep.result = P.load_spill(str(result), pickle.load)
             rep.status = "succeeded"
             return
         else:
@@ -235,9 +230,8 @@ class LocalReplicaExecutor:
         elif rep.timed_out:
             rep.error = f"timed out after {rep.timeout:g}s"
         elif rep.error is None:
-            code = rep.exit_code or 0
-            rep.error = (f"killed by {signal.Signals(-code).name}" if code < 0
-                         else f"exited with code {code}")
+            # exit 0 with no result: the entrypoint ended the process itself (os._exit(0)).
+            rep.error = exit_status(rep.exit_code or 0) + (" before returning" if not rep.exit_code else "")
 
     # ---------------------------------------------------------------- follow
 
@@ -282,7 +276,7 @@ class LocalReplicaExecutor:
         for launch, replicas in list(self._launches.items()):
             for rep in replicas:
                 self.cancel(ReplicaHandle(launch, rep.rank))
-            shutil.rmtree(replicas[0].run_dir, ignore_errors=True)
+            safety.remove(replicas[0].run_dir)
         self._launches.clear()
 
 

@@ -14,7 +14,6 @@ import atexit
 import itertools
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import threading
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from launcher.cache import safety
 from launcher.executor import _protocol as P
 from launcher.executor._pickling import dumps_for
 from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
@@ -92,10 +92,6 @@ class TaskTimeout(TimeoutError):
 # ------------------------------------------------------------------- pickling
 
 
-def _loads_file(f: Any) -> Any:
-    return pickle.load(f)
-
-
 def _rebuild_error(payload: bytes | bytearray) -> BaseException:
     info = pickle.loads(payload)
     exc: BaseException | None = None
@@ -110,15 +106,20 @@ def _rebuild_error(payload: bytes | bytearray) -> BaseException:
     return exc
 
 
+def exit_status(code: int) -> str:
+    """`exited with code 3`, `killed by SIGKILL` (or `by signal 40`: no name)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def _exit_reason(code: int | None) -> str:
     if code is None:
         return "is gone"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+    return ("was " if code < 0 else "") + exit_status(code)
 
 
 # -------------------------------------------------------------------- workers
@@ -186,25 +187,15 @@ class _Worker:
             return UNSENT
         try:
             if not self.reader.wait(task.timeout):
-                self.close(kill=True)
-                _unlink(spill)
-                task.future.set_exception(TaskTimeout(
-                    f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
-                    f"(pid {self.info.pid}) was stopped and replaced; the task is not retried"))
-                return GONE
+                return self._lose(task, spill, timed_out=True)
             kind, _, payload = self.reader.read()
         except P.Closed:
-            self.close(kill=True)
-            _unlink(spill)
-            task.future.set_exception(WorkerDied(
-                f"the worker (pid {self.info.pid}) running {task.name} "
-                f"{_exit_reason(self.proc.returncode)}; it is replaced, the task is not retried"))
-            return GONE
+            return self._lose(task, spill, timed_out=False)
         try:
             if kind == P.OK:
                 value = pickle.loads(payload)
             elif kind == P.SPILLED:
-                value = P.load_spill(str(spill), _loads_file)
+                value = P.load_spill(str(spill), pickle.load)
             else:
                 task.future.set_exception(_rebuild_error(payload))
                 return DONE
@@ -216,6 +207,21 @@ class _Worker:
             return DONE
         task.future.set_result(value)
         return DONE
+
+    def _lose(self, task: _Task, spill: Path, *, timed_out: bool) -> str:
+        """Stop this worker (it ran past the task's timeout, or it died) and
+        fail the task; GONE.  The reason is read after the kill has been reaped."""
+        self.close(kill=True)
+        _unlink(spill)
+        if timed_out:
+            task.future.set_exception(TaskTimeout(
+                f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
+                f"(pid {self.info.pid}) was stopped and replaced; the task is not retried"))
+        else:
+            task.future.set_exception(WorkerDied(
+                f"the worker (pid {self.info.pid}) running {task.name} "
+                f"{_exit_reason(self.proc.returncode)}; it is replaced, the task is not retried"))
+        return GONE
 
     def close(self, *, kill: bool, grace: float = 5.0) -> None:
         if kill:
@@ -350,7 +356,7 @@ class Executor(_BaseExecutor):
             for t in threads:
                 t.join()
         if not threads or wait:
-            shutil.rmtree(self._spill, ignore_errors=True)
+            safety.remove(self._spill)
         _LIVE.discard(self)
 
     # ------------------------------------------------------------- worker slots
@@ -436,4 +442,4 @@ class Executor(_BaseExecutor):
             me = threading.current_thread()
             alive = [t for t in self._threads if t is not me and t.is_alive()]
         if not alive and self._shutdown:
-            shutil.rmtree(self._spill, ignore_errors=True)
+            safety.remove(self._spill)

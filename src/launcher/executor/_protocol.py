@@ -103,10 +103,19 @@ class FrameReader:
 # ------------------------------------------------------------------ spill files
 
 
-def open_spill(path):
-    """A new private spill file: 0600, never an existing file, never a symlink."""
+def open_private(path):
+    """A new private file (spill, log, entry): 0600, never an existing file, never a symlink."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     return os.open(path, flags, 0o600)
+
+
+def write_private(path, data):
+    """Write `data` to a new private file at `path` (see `open_private`)."""
+    fd = open_private(path)
+    try:
+        _write_all(fd, memoryview(data))
+    finally:
+        os.close(fd)
 
 
 class SpillSink:
@@ -124,7 +133,7 @@ class SpillSink:
         view = memoryview(data)
         n = view.nbytes
         if self.fd is None and self.size + n > self.threshold:
-            self.fd = open_spill(self.path)
+            self.fd = open_private(self.path)
             for part in self.parts:
                 _write_all(self.fd, memoryview(part))
             self.parts = []

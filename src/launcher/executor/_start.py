@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from launcher.cache import safety
 from launcher.executor._env import worker_environ
 
 if TYPE_CHECKING:
     from launcher.config import Settings
-    from launcher.plan import Prepared
+    from launcher.plan import Prepared, PreparedInterpreter
     from launcher.probe import Interpreter
 
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
@@ -33,7 +34,6 @@ class WorkerCommand:
     cwd: str
     paths: list[str]  # the project's import paths, put first on the worker's sys.path
     interpreter: Interpreter
-    tree: Path | None
     prepared: Prepared
 
     @property
@@ -84,7 +84,7 @@ def worker_command(python: str | os.PathLike[str] | None, *, flags: Mapping[str,
     prepared = prepare([exe, str(WORKER_SCRIPT)], settings=settings, cwd=workdir, environ=base)
     item = _find(prepared, exe)
     return WorkerCommand(argv=list(prepared.argv), env=dict(prepared.env), cwd=workdir,
-                         paths=project_paths(workdir), interpreter=item.interpreter, tree=item.tree,
+                         paths=project_paths(workdir), interpreter=item.interpreter,
                          prepared=prepared)
 
 
@@ -105,7 +105,11 @@ def _interpreter(python: str | os.PathLike[str] | None, path: str | None) -> str
     return os.path.abspath(found)
 
 
-def _find(prepared: Prepared, exe: str) -> Any:
+def _find(prepared: Prepared, exe: str) -> PreparedInterpreter:
+    if not prepared.interpreters:
+        from launcher.errors import UsageError
+
+        raise UsageError(f"{exe} is not a Python interpreter", fix="pass the path or name of a python")
     for item in prepared.interpreters:
         if item.interpreter.executable == exe:
             return item
@@ -132,18 +136,12 @@ def private_dir(root: Path, name: str) -> Path:
 def _sweep(parent: Path) -> None:
     """Remove what drivers that were killed left behind (`<pid>-*` of a pid
     that no longer runs); a pid that runs again is left alone."""
-    import shutil
+    import psutil
 
     for entry in os.scandir(parent):
         pid = entry.name.split("-", 1)[0]
-        if not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry.path, ignore_errors=True)
-        except OSError:
-            pass
+        if pid.isdigit() and entry.is_dir(follow_symlinks=False) and not psutil.pid_exists(int(pid)):
+            safety.remove(Path(entry.path))
 
 
 def argv_for(cmd: WorkerCommand, mode: str, args: Sequence[object]) -> list[str]:

@@ -291,14 +291,6 @@ def _resolve(entrypoint):
     return obj
 
 
-def _write_private(path, data):
-    fd = P.open_spill(path)
-    try:
-        P._write_all(fd, memoryview(data))
-    finally:
-        os.close(fd)
-
-
 def _group_dies_with_parent(lifeline):
     """The driver holds the only write end of `lifeline`: EOF means it is gone,
     and then so is this replica's whole process group, its own children
@@ -347,7 +339,7 @@ def replica_main(argv):
         sink.close()
     except BaseException as exc:
         _flush()
-        _write_private(base + ".error", _error_payload(exc, cloudpickle))
+        P.write_private(base + ".error", _error_payload(exc, cloudpickle))
         import traceback
 
         traceback.print_exception(type(exc), exc, exc.__traceback__)
