@@ -30,15 +30,7 @@ class Spec:
     offline: bool = False
     sources: tuple[str, ...] = field(default=(), compare=False)
     constraints: tuple[str, ...] = ()
-    # The requirement and constraint files read (each `-r`/`-c` include too):
-    # an edit to any of them changes the answer, so the warm path watches them.
-    files: tuple[str, ...] = field(default=(), compare=False)
     source_builds: bool = False  # build = "always": resolve with sdists from the start
-
-    @property
-    def build_policy(self) -> str | None:
-        """"always" when this spec was asked with it, else None (the caller's policy applies)."""
-        return "always" if self.source_builds else None
 
     @property
     def hash(self) -> str:
@@ -56,11 +48,7 @@ class Spec:
         return hashlib.sha256(raw).hexdigest()[:12]
 
     def to_json(self) -> str:
-        # `files` is where this run read it from: saving it would rewrite the
-        # shared spec file (and void other projects' memos) for nothing.
-        doc = asdict(self)
-        del doc["files"]
-        return json.dumps(doc, indent=2, sort_keys=True)
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
@@ -174,13 +162,6 @@ def read_requirement_files(paths: list[Path]) -> RequirementFiles:
     return files
 
 
-def read_requirements_file(path: Path) -> list[tuple[str, str]]:
-    """(requirement, origin) pairs from a requirements file; `-r` nests."""
-    files = RequirementFiles()
-    files.read(path)
-    return files.requirements
-
-
 def build_spec(
     with_: list[str],
     requirement_files: list[Path] | RequirementFiles,
@@ -216,6 +197,5 @@ def build_spec(
         offline=offline,
         sources=tuple(o for _, o in pairs),
         constraints=tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in files.constraints)),
-        files=tuple(str(p) for p in files.files),
         source_builds=build == "always",
     )
