@@ -20,7 +20,7 @@ from typing import Any
 from launcher import execute
 from launcher.bootstrap import ensure_bootstrap
 from launcher.cache import CacheLayout, default_cache_dir
-from launcher.command import CommandTarget, analyse
+from launcher.command import CommandTarget, analyse, path_candidates
 from launcher.config import Resolved, Settings, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
@@ -123,7 +123,11 @@ def prepare(
                         warnings=[msg], cache_writable=False)
     watch = _watch_list(boot, resolved, inputs, store)
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
-    wanted = [interpreter_path(p, cwd=workdir, search_path=environ.get("PATH")) for p in settings.python]
+    wanted = []
+    for given in settings.python:
+        wanted.append(interpreter_path(given, cwd=workdir, search_path=environ.get("PATH")))
+        if os.path.basename(wanted[-1]) == given:  # looked up on PATH, as `python3.13`:
+            watch.extend(path_candidates(given, environ.get("PATH"), wanted[-1]))  # one appearing earlier
     if inputs.target is not None and inputs.target.interpreter:
         wanted.append(inputs.target.interpreter)
     out = _Outcome(say=say, watch=watch, note=note or say, activity=activity, built=say if verbose else None)
