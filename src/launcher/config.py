@@ -140,9 +140,13 @@ def _read_file(p: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{p}: cannot parse: {exc}", fix="fix the TOML syntax") from None
     if p.name == "pyproject.toml":
-        data = data.get("tool", {}).get("launcher", {})
+        # Picked by a "[tool.launcher" in its text, which a comment may hold:
+        # `tool` or `tool.launcher` may be anything.
+        tool = data.get("tool")
+        data = tool.get("launcher", {}) if isinstance(tool, dict) else {}
         if not isinstance(data, dict):
-            raise UsageError(f"{p}: [tool.launcher] must be a table")
+            raise UsageError(f"{p}: tool.launcher must be a table",
+                             fix="write the settings under a [tool.launcher] header")
     return data
 
 
@@ -190,8 +194,8 @@ def resolve(
         for key, value in values.items():
             if key not in KEYS:
                 raise UsageError(f"{source}: unknown key {key!r}", fix=_unknown_key_fix(key))
-            if source != "command line" and key in ("find-links", "with-requirements", "cache-dir") \
-                    and config_file is not None and source == str(config_file):
+            if config_file is not None and source == str(config_file) \
+                    and key in ("find-links", "with-requirements", "cache-dir"):
                 value = _relative_to(config_file.parent, value)
             _check_one(source, key, value)
             merged[key] = value
