@@ -24,7 +24,7 @@ from launcher.command import CommandTarget, analyse, path_candidates
 from launcher.config import Resolved, Settings, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
-from launcher.spec import RequirementFiles, Spec, build_spec, read_requirement_files
+from launcher.spec import RequirementFiles, Spec, spec_for
 
 
 @dataclass(frozen=True)
@@ -192,10 +192,7 @@ class _Outcome:
 
 def _read_inputs(command: list[str], settings: Settings, workdir: Path, environ: Mapping[str, str]) -> _Inputs:
     layout = CacheLayout(_cache_root(settings, environ))
-    req_files = read_requirement_files([workdir / p for p in settings.with_requirements])
-    spec = build_spec(settings.with_, req_files,
-                      [str(workdir / p) if "://" not in p else p for p in settings.find_links],
-                      settings.index_url, settings.offline, settings.build)
+    req_files, spec = spec_for(settings, workdir)
     target = _check_command(command, environ)
     # Preload libraries are checked before anything is built or run.
     libs = []

@@ -17,9 +17,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launcher.cache import TREE_FORMAT, CacheLayout
 from launcher.errors import UsageError
+
+if TYPE_CHECKING:
+    from launcher.config import Settings
 
 
 @dataclass(frozen=True)
@@ -199,3 +203,11 @@ def build_spec(
         constraints=tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in files.constraints)),
         source_builds=build == "always",
     )
+
+
+def spec_for(settings: Settings, cwd: Path) -> tuple[RequirementFiles, Spec | None]:
+    """What `settings` ask for, paths taken from `cwd`: the requirements files
+    read (each include too) and the spec, or None when nothing was asked for."""
+    files = read_requirement_files([cwd / p for p in settings.with_requirements])
+    links = [str(cwd / p) if "://" not in p else p for p in settings.find_links]
+    return files, build_spec(settings.with_, files, links, settings.index_url, settings.offline, settings.build)

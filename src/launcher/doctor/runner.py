@@ -27,7 +27,7 @@ from launcher.doctor.checks.command import analyse_command
 from launcher.doctor.context import Context, user_pythonpath
 from launcher.doctor.models import Finding, Group, Report, fail, make_group, ok
 from launcher.errors import UsageError
-from launcher.spec import build_spec
+from launcher.spec import spec_for
 
 
 def _guard(name: str, fn: Callable[[], list[Finding]]) -> list[Finding]:
@@ -140,9 +140,7 @@ def _context(command: list[str], flags: dict[str, Any], environ: dict[str, str],
     layout = CacheLayout(root.absolute())
     spec = None
     try:
-        spec = build_spec(settings.with_, [cwd / p for p in settings.with_requirements],
-                          [str(cwd / p) if "://" not in p else p for p in settings.find_links],
-                          settings.index_url, settings.offline, settings.build)
+        _, spec = spec_for(settings, cwd)
     except UsageError as exc:
         out.append(fail("settings", exc.message, exc.fix))
     analysis = analyse_command(command, environ, cwd) if command else None
