@@ -7,6 +7,7 @@ then defaults.  Every value remembers where it came from, for
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,15 @@ class Settings(BaseModel):
 KEYS: dict[str, str] = {
     (f.alias or name): name for name, f in Settings.model_fields.items()
 }
+
+
+def cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
+    """The cache-dir setting, else LAUNCHER_CACHE_DIR (for settings made
+    without the environment), else the user cache dir; absolute."""
+    from launcher.cache import default_cache_dir
+
+    given = settings.cache_dir or environ.get("LAUNCHER_CACHE_DIR")
+    return (Path(given).expanduser() if given else default_cache_dir()).absolute()
 
 
 def env_name(key: str) -> str:

@@ -19,9 +19,9 @@ from typing import Any
 
 from launcher import execute
 from launcher.bootstrap import ensure_bootstrap
-from launcher.cache import CacheLayout, default_cache_dir
+from launcher.cache import CacheLayout
 from launcher.command import CommandTarget, analyse, path_candidates
-from launcher.config import Resolved, Settings, resolve
+from launcher.config import Resolved, Settings, cache_root, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
 from launcher.spec import RequirementFiles, Spec, spec_for
@@ -284,10 +284,7 @@ def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: 
 
 
 def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
-    root = Path(settings.cache_dir).expanduser() if settings.cache_dir else (
-        Path(environ["LAUNCHER_CACHE_DIR"]).expanduser() if environ.get("LAUNCHER_CACHE_DIR")
-        else default_cache_dir())
-    root = root.absolute()
+    root = cache_root(settings, environ)
     if os.pathsep in str(root):
         raise UsageError(f"cache dir {root} contains {os.pathsep!r}, which PYTHONPATH cannot carry",
                          fix=f"set LAUNCHER_CACHE_DIR to a path without {os.pathsep!r}")

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher import __version__
-from launcher.cache import CacheLayout, default_cache_dir, writable_by_others
-from launcher.config import Settings, resolve
+from launcher.cache import CacheLayout, writable_by_others
+from launcher.config import Settings, cache_root, resolve
 from launcher.doctor.checks import cache, environment, interpreters, preloads, startup, trees
 from launcher.doctor.checks.command import analyse_command
 from launcher.doctor.context import Context, user_pythonpath
@@ -134,10 +134,7 @@ def _context(command: list[str], flags: dict[str, Any], environ: dict[str, str],
         except Exception:
             raise exc from None
         sources, config_file = {k: "command line" for k in flags}, None
-    root = Path(settings.cache_dir).expanduser() if settings.cache_dir else (
-        Path(environ["LAUNCHER_CACHE_DIR"]).expanduser() if environ.get("LAUNCHER_CACHE_DIR")
-        else default_cache_dir())
-    layout = CacheLayout(root.absolute())
+    layout = CacheLayout(cache_root(settings, environ))
     spec = None
     try:
         _, spec = spec_for(settings, cwd)
