@@ -130,8 +130,9 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
         proc = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="replace",
                               env=env, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # the path is said already
         raise UsageError(
-            f"cannot run {exe} to probe it: {exc}",
+            f"cannot run {exe} to probe it: {why}",
             fix="check that it is a working Python interpreter",
         ) from None
     if proc.returncode != 0:
