@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher import execute
 from launcher.bootstrap import ensure_bootstrap
@@ -25,6 +25,9 @@ from launcher.config import Resolved, Settings, cache_root, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
 from launcher.spec import RequirementFiles, Spec, spec_for
+
+if TYPE_CHECKING:
+    from launcher.preload import Library
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ class _Inputs:
     requirement_files: RequirementFiles
     spec: Spec | None
     target: CommandTarget | None
-    libs: list[Any]  # preload.Library
+    libs: list[Library]
     shim_dir: Path | None
 
 
@@ -378,7 +381,7 @@ def _ensure_tree(store: _Store, interp: Interpreter, spec: Spec, settings: Setti
 
 
 def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings: Settings,
-                   libs: list[Any], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
+                   libs: list[Library], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
     ours = {
         "LAUNCHER_BOOTSTRAP": str(boot),
         "LAUNCHER_CACHE_DIR": str(layout.root),
