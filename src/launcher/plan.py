@@ -332,20 +332,14 @@ class _Store:
 
     def bootstrap(self) -> Path | None:
         """The gate's dir: written when it can be, else the one already there."""
-        import errno
-
         from launcher.bootstrap import bootstrap_dir
 
         if self.writable:
             try:
-                self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-                    raise UsageError(f"cache dir {self.layout.root} cannot be created: {exc.strerror or exc}",
-                                     fix="set LAUNCHER_CACHE_DIR to a writable directory") from None
+                self.layout.ensure(extra=self.code_dirs)
+            except OSError as exc:  # full, over quota, read-only (any other reason is a UsageError)
                 self.writable, self.problem = False, exc.strerror or str(exc)
         if self.writable:
-            self.layout.ensure(extra=self.code_dirs)
             boot: Path | None = self.write(ensure_bootstrap, self.layout)
             if boot is not None:
                 return boot
