@@ -78,6 +78,16 @@ KEYS: dict[str, str] = {
 }
 
 
+def current_dir() -> Path:
+    """The working directory, or a UsageError when it was removed under us
+    (`rm -rf` of the directory a shell is still in)."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists",
+                         fix="cd to an existing directory and run it again") from None
+
+
 def cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
     """The cache-dir setting, else LAUNCHER_CACHE_DIR (for settings made
     without the environment), else the user cache dir; absolute."""
@@ -187,7 +197,7 @@ def resolve(
 ) -> Resolved:
     """Merge defaults < file < env < flags, validating each layer with its source named."""
     environ = os.environ if environ is None else environ
-    cwd = cwd or Path.cwd()
+    cwd = cwd or current_dir()
     examined: list[Path] = []
     if config_file is None:
         config_file, examined = find_config_file(cwd)

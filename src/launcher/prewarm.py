@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from launcher.config import Settings, resolve
+from launcher.config import Settings, current_dir, resolve
 from launcher.errors import UsageError
 
 MAX_JOBS = 8
@@ -199,7 +199,7 @@ def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[s
     """Plan, report the job count, build; returns every job with its outcome.
     Live lines when `tty`, else one `say` line per tree (-q: a `say` that
     says nothing)."""
-    cwd = cwd or Path.cwd()
+    cwd = cwd or current_dir()
     environ = dict(os.environ if environ is None else environ)
     p = plan_jobs(flags, cwd=cwd, environ=environ)
     jobs, warning = effective_jobs(jobs_flag, environ.get(JOBS_ENV), len(p.jobs))

@@ -21,7 +21,7 @@ from typing import Any
 
 from launcher import __version__
 from launcher.cache import CacheLayout, writable_by_others
-from launcher.config import Settings, cache_root, resolve
+from launcher.config import Settings, cache_root, current_dir, resolve
 from launcher.doctor.checks import cache, environment, interpreters, preloads, startup, trees
 from launcher.doctor.checks.command import analyse_command
 from launcher.doctor.context import Context, user_pythonpath
@@ -44,7 +44,7 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
              environ: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> Report:
     """What `launcher run [flags] COMMAND` would meet, as a report."""
     environ = dict(os.environ if environ is None else environ)
-    workdir = Path(cwd) if cwd is not None else Path.cwd()
+    workdir = Path(cwd) if cwd is not None else current_dir()
     launcher_f = [_identity()]
     ctx = _context(list(command), dict(flags or {}), environ, workdir, launcher_f)
     launcher_f.extend(_guard("installer", cache.installer_findings))
