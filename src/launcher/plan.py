@@ -126,13 +126,7 @@ def prepare(
                         warnings=[msg], cache_writable=False)
     watch = _watch_list(boot, resolved, inputs, store)
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
-    wanted = []
-    for given in settings.python:
-        wanted.append(interpreter_path(given, cwd=workdir, search_path=environ.get("PATH")))
-        if os.path.basename(wanted[-1]) == given:  # looked up on PATH, as `python3.13`:
-            watch.extend(path_candidates(given, environ.get("PATH"), wanted[-1]))  # one appearing earlier
-    if inputs.target is not None and inputs.target.interpreter:
-        wanted.append(inputs.target.interpreter)
+    wanted = _wanted_interpreters(settings, inputs, workdir, environ.get("PATH"), watch)
     out = _Outcome(say=say, watch=watch, note=note or say, activity=activity, built=say if verbose else None)
     for path in dict.fromkeys(wanted):
         _prepare_interpreter(path, inputs, settings, store, boot, run_id, out, build=build)
@@ -245,6 +239,22 @@ def _watch_list(boot: Path, resolved: Resolved, inputs: _Inputs, store: _Store) 
         store.write(inputs.spec.save, inputs.layout)
         watch.append(str(inputs.layout.spec_file(inputs.spec.hash)))
     return watch
+
+
+def _wanted_interpreters(settings: Settings, inputs: _Inputs, workdir: Path, search_path: str | None,
+                         watch: list[str]) -> list[str]:
+    """Every --python, then the command's own interpreter (when it names one)."""
+    wanted = []
+    for given in settings.python:
+        exe = interpreter_path(given, cwd=workdir, search_path=search_path)
+        if os.path.basename(exe) == given:
+            # Looked up on PATH (`--python python3.13`), as argv[0] is: one
+            # appearing earlier on PATH changes the plan.
+            watch.extend(path_candidates(given, search_path, exe))
+        wanted.append(exe)
+    if inputs.target is not None and inputs.target.interpreter:
+        wanted.append(inputs.target.interpreter)
+    return wanted
 
 
 def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: _Store, boot: Path,
