@@ -100,6 +100,24 @@ def test_full_disk_without_with(full_fs: Path, env: dict[str, str], py311: str) 
     assert leftovers(full_fs / "cache") == []
 
 
+def test_full_disk_before_the_cache_is_laid_out(tmp_path: Path, env: dict[str, str], py311: str) -> None:
+    """The cache dir exists (made by the user) but no inode is left for its
+    subdirectories: the command still runs, with one line."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    mount("-t", "tmpfs", "-o", "size=4m,nr_inodes=2,mode=0700", "tmpfs", str(fs))
+    try:
+        (fs / "cache").mkdir(mode=0o700)
+        with pytest.raises(OSError):
+            (fs / "probe").mkdir()
+        env["LAUNCHER_CACHE_DIR"] = str(fs / "cache")
+        proc = launcher("run", *offline_with("six"), "--", py311, "-c", PAYLOAD, env=env)
+        assert_ran_bare_like(proc, lines=1)
+        assert "No space left on device" in proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
 def test_full_disk_with_runtime(full_fs: Path, env: dict[str, str], py311: str) -> None:
     fill(full_fs)
     env["LAUNCHER_CACHE_DIR"] = str(full_fs / "cache")
