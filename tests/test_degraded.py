@@ -404,7 +404,8 @@ def test_clean_under_warnings_as_errors(env: dict[str, str], cache_dir: Path, py
 
 
 @pytest.mark.parametrize("case", ["pyproject-latin1", "launcher-toml-latin1", "env-cache-colon",
-                                  "flag-cache-colon", "xdg-colon", "index-url"])
+                                  "flag-cache-colon", "xdg-colon", "index-url", "tool-launcher-not-a-table",
+                                  "python-dir-not-a-venv"])
 def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, env: dict[str, str], py311: str) -> None:
     marker = tmp_path / "ran"
     args: list[str] = []
@@ -424,6 +425,12 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, env: dict[s
         env.pop("LAUNCHER_CACHE_DIR")
         env["XDG_CACHE_HOME"] = str(tmp_path / "x:y")
         needle = "PYTHONPATH"
+    elif case == "tool-launcher-not-a-table":
+        (tmp_path / "pyproject.toml").write_text("[tool]\nlauncher = 3  # not [tool.launcher]\n")
+        needle = "[tool.launcher] header"
+    elif case == "python-dir-not-a-venv":
+        args = ["--python", str(tmp_path)]
+        needle = "is a directory, not a Python interpreter"
     else:
         args = ["--index-url", "not a url"]
         needle = "not a url"
