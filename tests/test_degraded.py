@@ -100,6 +100,24 @@ def test_full_disk_without_with(full_fs: Path, env: dict[str, str], py311: str) 
     assert leftovers(full_fs / "cache") == []
 
 
+def test_full_disk_before_the_cache_is_laid_out(tmp_path: Path, env: dict[str, str], py311: str) -> None:
+    """The cache dir exists (made by the user) but no inode is left for its
+    subdirectories: the command still runs, with one line."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    mount("-t", "tmpfs", "-o", "size=4m,nr_inodes=2,mode=0700", "tmpfs", str(fs))
+    try:
+        (fs / "cache").mkdir(mode=0o700)
+        with pytest.raises(OSError):
+            (fs / "probe").mkdir()
+        env["LAUNCHER_CACHE_DIR"] = str(fs / "cache")
+        proc = launcher("run", *offline_with("six"), "--", py311, "-c", PAYLOAD, env=env)
+        assert_ran_bare_like(proc, lines=1)
+        assert "No space left on device" in proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
 def test_full_disk_with_runtime(full_fs: Path, env: dict[str, str], py311: str) -> None:
     fill(full_fs)
     env["LAUNCHER_CACHE_DIR"] = str(full_fs / "cache")
@@ -386,7 +404,8 @@ def test_clean_under_warnings_as_errors(env: dict[str, str], cache_dir: Path, py
 
 
 @pytest.mark.parametrize("case", ["pyproject-latin1", "launcher-toml-latin1", "env-cache-colon",
-                                  "flag-cache-colon", "xdg-colon", "index-url"])
+                                  "flag-cache-colon", "xdg-colon", "index-url", "tool-launcher-not-a-table",
+                                  "python-dir-not-a-venv"])
 def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, env: dict[str, str], py311: str) -> None:
     marker = tmp_path / "ran"
     args: list[str] = []
@@ -406,6 +425,12 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, env: dict[s
         env.pop("LAUNCHER_CACHE_DIR")
         env["XDG_CACHE_HOME"] = str(tmp_path / "x:y")
         needle = "PYTHONPATH"
+    elif case == "tool-launcher-not-a-table":
+        (tmp_path / "pyproject.toml").write_text("[tool]\nlauncher = 3  # not [tool.launcher]\n")
+        needle = "[tool.launcher] header"
+    elif case == "python-dir-not-a-venv":
+        args = ["--python", str(tmp_path)]
+        needle = "is a directory, not a Python interpreter"
     else:
         args = ["--index-url", "not a url"]
         needle = "not a url"

@@ -151,6 +151,27 @@ def test_a_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str],
     assert built["requested_by"] == "launcher", built
 
 
+def test_a_named_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str], cache_dir: Path,
+                                                  py313: str, py313t: str) -> None:
+    """`--python python3.13` is looked up on PATH like argv[0]: one appearing
+    earlier is the interpreter to prepare, warm run or not."""
+    from conftest import installs, offline_with
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / "python3.13").symlink_to(py313)
+    env["PATH"] = f"{first}{os.pathsep}{second}{os.pathsep}{env['PATH']}"
+    argv = ["run", "--python", "python3.13", *offline_with("six"), "--", "true"]
+    for _ in range(2):
+        launcher(*argv, env=env, check=True)
+    assert not [r for r in installs(cache_dir) if r["abi_key"].startswith("cp313t-")]
+    (first / "python3.13").symlink_to(py313t)
+    launcher(*argv, env=env, check=True)
+    (built,) = [r for r in installs(cache_dir) if r["abi_key"].startswith("cp313t-")]
+    assert built["requested_by"] == "launcher", built
+
+
 def test_two_installs_sharing_a_cache_never_use_each_others_plans(py311: str, tmp_path: Path) -> None:
     # The same `launcher run ...` from another installation (or run by another
     # Python) must not exec this one's plan: it watches this install's files

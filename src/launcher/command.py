@@ -70,27 +70,33 @@ def _python_flags(args: list[str]) -> tuple[str, ...]:
 
 
 def path_candidates(name: str, path: str | None, found: str | None) -> tuple[str, ...]:
-    """Where a PATH lookup of `name` looked, up to and including `found`."""
+    """Where a PATH lookup of `name` looked, up to and including `found`:
+    a file appearing at one of them changes the answer."""
     if "/" in name:
         return ()
     out = []
     for d in (path if path is not None else os.defpath).split(os.pathsep):
-        cand = os.path.join(d or ".", name)
-        out.append(os.path.abspath(cand))
-        if cand == found:
+        cand = os.path.abspath(os.path.join(d or ".", name))
+        out.append(cand)
+        if found is not None and cand == os.path.abspath(found):
             break
     return tuple(out)
 
 
+def _lookup(name: str, path: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """`which(name)`, and where it looked."""
+    found = which(name, path)
+    return found, path_candidates(name, path, found)
+
+
 def analyse(argv: list[str], path: str | None) -> CommandTarget:
-    target = _analyse(argv, path)
-    looked = path_candidates(argv[0], path, which(argv[0], path))
+    resolved, looked = _lookup(argv[0], path)
+    target = _analyse(argv, path, resolved)
     return dataclasses.replace(target, looked=looked + target.looked)
 
 
-def _analyse(argv: list[str], path: str | None) -> CommandTarget:
+def _analyse(argv: list[str], path: str | None, resolved: str | None) -> CommandTarget:
     argv0 = argv[0]
-    resolved = which(argv0, path)
     if resolved is None:
         return CommandTarget(argv0, None, "missing", None, (), f"{argv0} is not on PATH")
     resolved = os.path.abspath(resolved)
@@ -108,8 +114,7 @@ def _analyse(argv: list[str], path: str | None) -> CommandTarget:
         if os.path.basename(interp) == "env":
             rest = [a for a in rest if a != "-S"]
             if rest:
-                found = which(rest[0], path)
-                looked = path_candidates(rest[0], path, found)
+                found, looked = _lookup(rest[0], path)
                 interp = found or rest[0]
                 rest = rest[1:]
         if looks_like_python(interp):

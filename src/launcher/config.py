@@ -7,6 +7,7 @@ then defaults.  Every value remembers where it came from, for
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +78,25 @@ KEYS: dict[str, str] = {
 }
 
 
+def current_dir() -> Path:
+    """The working directory, or a UsageError when it was removed under us
+    (`rm -rf` of the directory a shell is still in)."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists",
+                         fix="cd to an existing directory and run it again") from None
+
+
+def cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
+    """The cache-dir setting, else LAUNCHER_CACHE_DIR (for settings made
+    without the environment), else the user cache dir; absolute."""
+    from launcher.cache import default_cache_dir
+
+    given = settings.cache_dir or environ.get("LAUNCHER_CACHE_DIR")
+    return (Path(given).expanduser() if given else default_cache_dir()).absolute()
+
+
 def env_name(key: str) -> str:
     return "LAUNCHER_" + key.upper().replace("-", "_")
 
@@ -140,9 +160,13 @@ def _read_file(p: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{p}: cannot parse: {exc}", fix="fix the TOML syntax") from None
     if p.name == "pyproject.toml":
-        data = data.get("tool", {}).get("launcher", {})
+        # Picked by a "[tool.launcher" in its text, which a comment may hold:
+        # `tool` or `tool.launcher` may be anything.
+        tool = data.get("tool")
+        data = tool.get("launcher", {}) if isinstance(tool, dict) else {}
         if not isinstance(data, dict):
-            raise UsageError(f"{p}: [tool.launcher] must be a table")
+            raise UsageError(f"{p}: tool.launcher must be a table",
+                             fix="write the settings under a [tool.launcher] header")
     return data
 
 
@@ -173,7 +197,7 @@ def resolve(
 ) -> Resolved:
     """Merge defaults < file < env < flags, validating each layer with its source named."""
     environ = os.environ if environ is None else environ
-    cwd = cwd or Path.cwd()
+    cwd = cwd or current_dir()
     examined: list[Path] = []
     if config_file is None:
         config_file, examined = find_config_file(cwd)
@@ -190,8 +214,8 @@ def resolve(
         for key, value in values.items():
             if key not in KEYS:
                 raise UsageError(f"{source}: unknown key {key!r}", fix=_unknown_key_fix(key))
-            if source != "command line" and key in ("find-links", "with-requirements", "cache-dir") \
-                    and config_file is not None and source == str(config_file):
+            if config_file is not None and source == str(config_file) \
+                    and key in ("find-links", "with-requirements", "cache-dir"):
                 value = _relative_to(config_file.parent, value)
             _check_one(source, key, value)
             merged[key] = value

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from launcher import execute
 from launcher.bootstrap import ensure_bootstrap
-from launcher.cache import CacheLayout, default_cache_dir
-from launcher.command import CommandTarget, analyse
-from launcher.config import Resolved, Settings, resolve
+from launcher.cache import CacheLayout
+from launcher.command import CommandTarget, analyse, path_candidates
+from launcher.config import Resolved, Settings, cache_root, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
-from launcher.spec import RequirementFiles, Spec, build_spec, read_requirement_files
+from launcher.spec import RequirementFiles, Spec, spec_for
 
 if TYPE_CHECKING:
-    from launcher.tree import Manifest
+    from launcher.preload import Library
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def prepare(
     cwd: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     build: bool = True,
-    say: Any = None,
+    say: Callable[[str], None] | None = None,
     verbose: bool = False,
     activity: Callable[[str], AbstractContextManager[object]] | None = None,
     note: Callable[[str], None] | None = None,
@@ -100,7 +100,8 @@ def prepare(
     `warnings` (also passed to `say`), and the command runs without it.
     `activity(text)` wraps each build (see `launcher.progress`); `note` gets
     one-line notes said while building (default: `say`), e.g. that no wheels
-    fit and a package is compiled.
+    fit and a package is compiled; `verbose` also says each runtime built and
+    how long it took.
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -125,13 +126,10 @@ def prepare(
                         warnings=[msg], cache_writable=False)
     watch = _watch_list(boot, resolved, inputs, store)
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
-    wanted = [interpreter_path(p, cwd=workdir, search_path=environ.get("PATH")) for p in settings.python]
-    if inputs.target is not None and inputs.target.interpreter:
-        wanted.append(inputs.target.interpreter)
-    out = _Outcome(say=say, watch=watch)
+    wanted = _wanted_interpreters(settings, inputs, workdir, environ.get("PATH"), watch)
+    out = _Outcome(say=say, watch=watch, note=note or say, activity=activity, built=say if verbose else None)
     for path in dict.fromkeys(wanted):
-        _prepare_interpreter(path, inputs, settings, store, boot, run_id, out, build=build,
-                             progress=say if verbose else None, activity=activity, note=note or say)
+        _prepare_interpreter(path, inputs, settings, store, boot, run_id, out, build=build)
     libs, shim_dir = inputs.libs, inputs.shim_dir
     if out.shims_missing:
         # Without its shim an interpreter's gate would re-exec, fail to write
@@ -165,16 +163,19 @@ class _Inputs:
     requirement_files: RequirementFiles
     spec: Spec | None
     target: CommandTarget | None
-    libs: list[Any]  # preload.Library
+    libs: list[Library]
     shim_dir: Path | None
 
 
 @dataclass
 class _Outcome:
-    """What preparing each interpreter adds up to."""
+    """What preparing each interpreter adds up to, and who hears of it."""
 
     say: Callable[[str], None]
     watch: list[str]
+    note: Callable[[str], None]  # a one-line note while building (e.g. compiling from source)
+    activity: Callable[[str], AbstractContextManager[object]] | None  # wraps each build
+    built: Callable[[str], None] | None  # "built runtime X in Ns", or None to stay quiet
     interpreters: list[PreparedInterpreter] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -188,10 +189,7 @@ class _Outcome:
 
 def _read_inputs(command: list[str], settings: Settings, workdir: Path, environ: Mapping[str, str]) -> _Inputs:
     layout = CacheLayout(_cache_root(settings, environ))
-    req_files = read_requirement_files([workdir / p for p in settings.with_requirements])
-    spec = build_spec(settings.with_, req_files,
-                      [str(workdir / p) if "://" not in p else p for p in settings.find_links],
-                      settings.index_url, settings.offline, settings.build)
+    req_files, spec = spec_for(settings, workdir)
     target = _check_command(command, environ)
     # Preload libraries are checked before anything is built or run.
     libs = []
@@ -243,10 +241,24 @@ def _watch_list(boot: Path, resolved: Resolved, inputs: _Inputs, store: _Store) 
     return watch
 
 
+def _wanted_interpreters(settings: Settings, inputs: _Inputs, workdir: Path, search_path: str | None,
+                         watch: list[str]) -> list[str]:
+    """Every --python, then the command's own interpreter (when it names one)."""
+    wanted = []
+    for given in settings.python:
+        exe = interpreter_path(given, cwd=workdir, search_path=search_path)
+        if os.path.basename(exe) == given:
+            # Looked up on PATH (`--python python3.13`), as argv[0] is: one
+            # appearing earlier on PATH changes the plan.
+            watch.extend(path_candidates(given, search_path, exe))
+        wanted.append(exe)
+    if inputs.target is not None and inputs.target.interpreter:
+        wanted.append(inputs.target.interpreter)
+    return wanted
+
+
 def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: _Store, boot: Path,
-                         run_id: str, out: _Outcome, *, build: bool, progress: Any,
-                         activity: Callable[[str], AbstractContextManager[object]] | None,
-                         note: Callable[[str], None]) -> None:
+                         run_id: str, out: _Outcome, *, build: bool) -> None:
     """Probe one interpreter, write its shim and ensure its runtime tree."""
     layout, spec = inputs.layout, inputs.spec
     interp = probe(path, layout, compile_gate=str(boot / "sitecustomize.py") if store.writable else None,
@@ -272,11 +284,11 @@ def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: 
         out.interpreters.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash), "unbuilt",
                                                     shim=shim))
         return
-    pi, manifest = _ensure_tree(layout, interp, spec, settings, run_id, shim, store, progress, activity, note)
+    pi = _ensure_tree(store, interp, spec, settings, run_id, shim, out)
     if pi.error is not None:
         out.warn(f"could not build the runtime for {interp.abi_key} ({pi.error}); "
                  "the command runs without it. Run 'launcher doctor' for details.")
-    elif pi.tree is not None and manifest is not None:
+    elif pi.tree is not None:
         from launcher.tree import MANIFEST
 
         out.watch.append(str(pi.tree / MANIFEST))
@@ -285,10 +297,7 @@ def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: 
 
 
 def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
-    root = Path(settings.cache_dir).expanduser() if settings.cache_dir else (
-        Path(environ["LAUNCHER_CACHE_DIR"]).expanduser() if environ.get("LAUNCHER_CACHE_DIR")
-        else default_cache_dir())
-    root = root.absolute()
+    root = cache_root(settings, environ)
     if os.pathsep in str(root):
         raise UsageError(f"cache dir {root} contains {os.pathsep!r}, which PYTHONPATH cannot carry",
                          fix=f"set LAUNCHER_CACHE_DIR to a path without {os.pathsep!r}")
@@ -333,20 +342,14 @@ class _Store:
 
     def bootstrap(self) -> Path | None:
         """The gate's dir: written when it can be, else the one already there."""
-        import errno
-
         from launcher.bootstrap import bootstrap_dir
 
         if self.writable:
             try:
-                self.layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-                    raise UsageError(f"cache dir {self.layout.root} cannot be created: {exc.strerror or exc}",
-                                     fix="set LAUNCHER_CACHE_DIR to a writable directory") from None
+                self.layout.ensure(extra=self.code_dirs)
+            except OSError as exc:  # full, over quota, read-only (any other reason is a UsageError)
                 self.writable, self.problem = False, exc.strerror or str(exc)
         if self.writable:
-            self.layout.ensure(extra=self.code_dirs)
             boot: Path | None = self.write(ensure_bootstrap, self.layout)
             if boot is not None:
                 return boot
@@ -354,36 +357,35 @@ class _Store:
         return existing if (existing / "sitecustomize.py").is_file() else None
 
 
-def _ensure_tree(layout: CacheLayout, interp: Interpreter, spec: Spec, settings: Settings, run_id: str,
-                 shim: str | None, store: _Store, progress: Any,
-                 activity: Callable[[str], AbstractContextManager[object]] | None,
-                 note: Callable[[str], None]) -> tuple[PreparedInterpreter, Manifest | None]:
+def _ensure_tree(store: _Store, interp: Interpreter, spec: Spec, settings: Settings, run_id: str,
+                 shim: str | None, out: _Outcome) -> PreparedInterpreter:
     from launcher.tree import ensure_tree, present_tree
 
+    layout = store.layout
     if not store.writable:
         present = present_tree(layout, interp, spec)
         if present is None:
             return PreparedInterpreter(interp, None, "failed", "it is not in the read-only cache "
-                                       f"{layout.root}; prewarm it where the cache is writable", shim=shim), None
-        return PreparedInterpreter(interp, present.path, "present", shim=shim), present.manifest
+                                       f"{layout.root}; prewarm it where the cache is writable", shim=shim)
+        return PreparedInterpreter(interp, present.path, "present", shim=shim)
     try:
         result = ensure_tree(layout, interp, spec, run_id=run_id, requested_by="launcher",
                              lock_timeout=settings.lock_timeout, failure_ttl=settings.failure_ttl,
-                             build=settings.build, say=note, activity=activity)
+                             build=settings.build, say=out.note, activity=out.activity)
     except BuildError as exc:
-        return PreparedInterpreter(interp, None, "failed", exc.message, shim=shim), None
-    if result.state != "present" and progress is not None:
-        progress(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
-                 f"package(s)) in {result.manifest.build_seconds:.1f}s")
+        return PreparedInterpreter(interp, None, "failed", exc.message, shim=shim)
+    if result.state != "present" and out.built is not None:
+        out.built(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
+                  f"package(s)) in {result.manifest.build_seconds:.1f}s")
     # `launcher cache` reports (and prunes by) this "last used" stamp.
     from launcher.cache.manage import mark_used
 
     mark_used(layout, result.path)
-    return PreparedInterpreter(interp, result.path, result.state, shim=shim), result.manifest
+    return PreparedInterpreter(interp, result.path, result.state, shim=shim)
 
 
 def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings: Settings,
-                   libs: list[Any], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
+                   libs: list[Library], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
     ours = {
         "LAUNCHER_BOOTSTRAP": str(boot),
         "LAUNCHER_CACHE_DIR": str(layout.root),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from launcher.config import Settings, resolve
+from launcher.config import Settings, current_dir, resolve
 from launcher.errors import UsageError
 
 MAX_JOBS = 8
@@ -162,13 +162,12 @@ class RichReporter:
     def __init__(self, jobs: list[Job]) -> None:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        # The real stderr, captured now: while the display runs, sys.stderr is
-        # rich's proxy, and a console writing to the proxy loses the display.
         from rich.table import Column
 
         # The description gives way (ellipsis) so the elapsed time always shows.
         described = TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"))
+        # The real stderr, captured now: while the display runs, sys.stderr is
+        # rich's proxy, and a console writing to the proxy loses the display.
         self.progress = Progress(SpinnerColumn(finished_text=" "), described,
                                  TimeElapsedColumn(), console=Console(file=sys.stderr),
                                  redirect_stdout=False, expand=True)
@@ -196,10 +195,11 @@ class RichReporter:
 
 
 def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[str], None],
-            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None,
-            quiet: bool = False) -> list[Job]:
-    """Plan, report the job count, build; returns every job with its outcome."""
-    cwd = cwd or Path.cwd()
+            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> list[Job]:
+    """Plan, report the job count, build; returns every job with its outcome.
+    Live lines when `tty`, else one `say` line per tree (-q: a `say` that
+    says nothing)."""
+    cwd = cwd or current_dir()
     environ = dict(os.environ if environ is None else environ)
     p = plan_jobs(flags, cwd=cwd, environ=environ)
     jobs, warning = effective_jobs(jobs_flag, environ.get(JOBS_ENV), len(p.jobs))
@@ -209,7 +209,5 @@ def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[s
     say(f"prewarming {n} runtime tree{'s' if n != 1 else ''} in {p.cache_root}, "
         f"{jobs} at a time")
     reporter: PlainReporter | RichReporter = RichReporter(p.jobs) if tty else PlainReporter(say)
-    if quiet:
-        reporter = PlainReporter(lambda m: None)
     with reporter:
         return run_jobs(p, jobs, reporter, cwd=cwd, environ=environ, say=say)

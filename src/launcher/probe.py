@@ -112,6 +112,9 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
             f"interpreter {exe} not found: {exc.strerror or exc}",
             fix="pass the path of an existing python with --python",
         ) from None
+    if os.path.isdir(exe):  # not a venv either: `interpreter_path` took those
+        raise UsageError(f"{exe} is a directory, not a Python interpreter (and no venv: it has no bin/python)",
+                         fix="pass the path of a python, or of a venv directory, with --python")
     cached = _cache_file(layout, fp)
     try:
         interp = Interpreter.from_dict(json.loads(cached.read_text(encoding="utf-8")))
@@ -127,8 +130,9 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
         proc = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", errors="replace",
                               env=env, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # the path is said already
         raise UsageError(
-            f"cannot run {exe} to probe it: {exc}",
+            f"cannot run {exe} to probe it: {why}",
             fix="check that it is a working Python interpreter",
         ) from None
     if proc.returncode != 0:

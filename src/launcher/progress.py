@@ -24,11 +24,15 @@ def activity_for(stream: TextIO, *, quiet: bool, say: Callable[[str], None]) -> 
     """The progress `plan.prepare(activity=...)` shows on `stream`, or None when quiet."""
     if quiet:
         return None
+    return _live(stream) if on_terminal(stream) else _plain(say)
+
+
+def on_terminal(stream: TextIO) -> bool:
+    """Is `stream` a terminal?  False for a closed or replaced one (`2>&-`)."""
     try:
-        tty = stream.isatty()
+        return stream.isatty()
     except (AttributeError, ValueError, OSError):
-        tty = False
-    return _live(stream) if tty else _plain(say)
+        return False
 
 
 def _plain(say: Callable[[str], None]) -> Activity:

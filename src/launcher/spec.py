@@ -17,9 +17,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launcher.cache import TREE_FORMAT, CacheLayout
 from launcher.errors import UsageError
+
+if TYPE_CHECKING:
+    from launcher.config import Settings
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,7 @@ class Spec:
     offline: bool = False
     sources: tuple[str, ...] = field(default=(), compare=False)
     constraints: tuple[str, ...] = ()
-    # The requirement and constraint files read (each `-r`/`-c` include too):
-    # an edit to any of them changes the answer, so the warm path watches them.
-    files: tuple[str, ...] = field(default=(), compare=False)
     source_builds: bool = False  # build = "always": resolve with sdists from the start
-
-    @property
-    def build_policy(self) -> str | None:
-        """"always" when this spec was asked with it, else None (the caller's policy applies)."""
-        return "always" if self.source_builds else None
 
     @property
     def hash(self) -> str:
@@ -56,11 +52,7 @@ class Spec:
         return hashlib.sha256(raw).hexdigest()[:12]
 
     def to_json(self) -> str:
-        # `files` is where this run read it from: saving it would rewrite the
-        # shared spec file (and void other projects' memos) for nothing.
-        doc = asdict(self)
-        del doc["files"]
-        return json.dumps(doc, indent=2, sort_keys=True)
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
@@ -178,13 +170,6 @@ def read_requirement_files(paths: list[Path]) -> RequirementFiles:
     return files
 
 
-def read_requirements_file(path: Path) -> list[tuple[str, str]]:
-    """(requirement, origin) pairs from a requirements file; `-r` nests."""
-    files = RequirementFiles()
-    files.read(path)
-    return files.requirements
-
-
 def build_spec(
     with_: list[str],
     requirement_files: list[Path] | RequirementFiles,
@@ -220,6 +205,13 @@ def build_spec(
         offline=offline,
         sources=tuple(o for _, o in pairs),
         constraints=tuple(dict.fromkeys(normalize_requirement(r, origin=o) for r, o in files.constraints)),
-        files=tuple(str(p) for p in files.files),
         source_builds=build == "always",
     )
+
+
+def spec_for(settings: Settings, cwd: Path) -> tuple[RequirementFiles, Spec | None]:
+    """What `settings` ask for, paths taken from `cwd`: the requirements files
+    read (each include too) and the spec, or None when nothing was asked for."""
+    files = read_requirement_files([cwd / p for p in settings.with_requirements])
+    links = [str(cwd / p) if "://" not in p else p for p in settings.find_links]
+    return files, build_spec(settings.with_, files, links, settings.index_url, settings.offline, settings.build)

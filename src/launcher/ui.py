@@ -23,6 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def say(message: str) -> None:
     """Every launcher message: stderr, one line, prefixed.  A closed or broken
     stderr (`2>&-`, /dev/full) loses the line, never the command."""
+    # Through sys.stderr, not execute.say's raw write to fd 2: while a live
+    # progress line shows (launcher.progress), rich redirects sys.stderr and
+    # prints what comes through it above the line instead of tearing it.
     try:
         click.echo(f"launcher: {message}", err=True)
     except (OSError, ValueError):

@@ -6,6 +6,7 @@ other module asks this one for paths instead of joining strings itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -129,6 +130,8 @@ class CacheLayout:
                         self.bootstrap, self.memo, self.probes, self.used):
                 sub.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise  # a full or read-only disk: callers degrade, the command still runs
             raise UsageError(
                 f"cache dir {self.root} cannot be created: {exc.strerror or exc}",
                 fix="set LAUNCHER_CACHE_DIR to a writable directory",

@@ -38,4 +38,4 @@ def build(python: str, spec_hash: str, expect_key: str | None, cache_dir: str, r
         say(f"{python} probes as {interp.abi_key} but its gate computed {expect_key}; not building")
         sys.exit(1)
     ensure_tree(layout, interp, spec, run_id=run_id, requested_by=requested_by, failure_ttl=failure_ttl,
-                build=spec.build_policy or policy, say=say)
+                build="always" if spec.source_builds else policy, say=say)

@@ -57,11 +57,8 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
                   help="Record every interpreter start (ABI, tree, preloads mapped) for doctor."),
      "record"),
 ]
-PARAM_TO_KEY = {"with_": "with", "with_requirements": "with-requirements", "with_priority": "with-priority",
-                "find_links": "find-links", "index_url": "index-url", "offline": "offline",
-                "python": "python", "preload": "preload", "preload_scope": "preload-scope",
-                "preload_missing": "preload-missing", "cache_dir": "cache-dir", "record": "record",
-                "build": "build"}
+# click's parameter name -> config key ("with" is a keyword: click names it with_).
+PARAM_TO_KEY = {("with_" if key == "with" else key.replace("-", "_")): key for _, key in RUNTIME_OPTIONS}
 
 
 def runtime_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,9 +26,10 @@ def command(ctx: click.Context, jobs: str | None, quiet: bool, **params: Any) ->
     `launcher run` with the same settings finds its trees ready.
     """
     from launcher.prewarm import prewarm
+    from launcher.progress import on_terminal
 
     done = prewarm(explicit_flags(ctx, params), jobs, say=(lambda m: None) if quiet else say,
-                   tty=not quiet and sys.stderr.isatty(), quiet=quiet)
+                   tty=not quiet and on_terminal(sys.stderr))
     failed = [j for j in done if j.state == "failed"]
     if failed:
         say(f"prewarm: {len(failed)} of {len(done)} runtime tree(s) failed; "

@@ -32,12 +32,14 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
     from launcher import _fastrun
     from launcher.errors import LauncherError
     from launcher.plan import prepare
-    from launcher.progress import activity_for
+    from launcher.progress import activity_for, on_terminal
 
-    # -q silences progress only: a failure is always said, once.
+    # -q silences progress and notes only: a failure is always said, once.
+    # On a terminal the live line vanishes when its build ends, so what was
+    # built is said after it, as under -v.
     try:
         prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=say,
-                           verbose=verbose or (not quiet and sys.stderr.isatty()),
+                           verbose=verbose or (not quiet and on_terminal(sys.stderr)),
                            activity=activity_for(sys.stderr, quiet=quiet, say=say),
                            note=(lambda m: None) if quiet else say)
     except LauncherError:

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from launcher import __version__
-from launcher.cache import CacheLayout, default_cache_dir, writable_by_others
-from launcher.config import Settings, resolve
+from launcher.cache import CacheLayout, writable_by_others
+from launcher.config import Settings, cache_root, current_dir, resolve
 from launcher.doctor.checks import cache, environment, interpreters, preloads, startup, trees
 from launcher.doctor.checks.command import analyse_command
 from launcher.doctor.context import Context, user_pythonpath
 from launcher.doctor.models import Finding, Group, Report, fail, make_group, ok
 from launcher.errors import UsageError
-from launcher.spec import build_spec
+from launcher.spec import spec_for
 
 
 def _guard(name: str, fn: Callable[[], list[Finding]]) -> list[Finding]:
@@ -44,7 +44,7 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
              environ: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> Report:
     """What `launcher run [flags] COMMAND` would meet, as a report."""
     environ = dict(os.environ if environ is None else environ)
-    workdir = Path(cwd) if cwd is not None else Path.cwd()
+    workdir = Path(cwd) if cwd is not None else current_dir()
     launcher_f = [_identity()]
     ctx = _context(list(command), dict(flags or {}), environ, workdir, launcher_f)
     launcher_f.extend(_guard("installer", cache.installer_findings))
@@ -134,15 +134,10 @@ def _context(command: list[str], flags: dict[str, Any], environ: dict[str, str],
         except Exception:
             raise exc from None
         sources, config_file = {k: "command line" for k in flags}, None
-    root = Path(settings.cache_dir).expanduser() if settings.cache_dir else (
-        Path(environ["LAUNCHER_CACHE_DIR"]).expanduser() if environ.get("LAUNCHER_CACHE_DIR")
-        else default_cache_dir())
-    layout = CacheLayout(root.absolute())
+    layout = CacheLayout(cache_root(settings, environ))
     spec = None
     try:
-        spec = build_spec(settings.with_, [cwd / p for p in settings.with_requirements],
-                          [str(cwd / p) if "://" not in p else p for p in settings.find_links],
-                          settings.index_url, settings.offline, settings.build)
+        _, spec = spec_for(settings, cwd)
     except UsageError as exc:
         out.append(fail("settings", exc.message, exc.fix))
     analysis = analyse_command(command, environ, cwd) if command else None

@@ -201,8 +201,8 @@ def _uv_run(a: CommandAnalysis, argv: list[str], cwd: Path) -> None:
     cmd = [t.resolved or "uv", "python", "find"] + ([request] if request else [])
     env = {k: v for k, v in a.environ.items() if not k.startswith("LAUNCHER_") and k != "LD_PRELOAD"}
     try:
-        proc = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=60, stdin=subprocess.DEVNULL)
         found = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else None
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -98,9 +98,9 @@ def python_exec_findings(environ: dict[str, str], layout: CacheLayout) -> list[F
                      "it was copied out of a job and breaks when the cache is cleared",
                      "unset PYTHON_EXEC, or set it to the python your workers should run on",
                      PYTHON_EXEC=value)]
-    import shutil
+    from launcher.execute import which
 
-    path = shutil.which(value, path=environ.get("PATH")) if "/" not in value else value
+    path = which(value, environ.get("PATH"))  # as torchrun's exec of it will look it up
     if path is None or not os.path.isfile(path):
         return [warn("environment", f"PYTHON_EXEC={value} names no existing interpreter: torchrun's workers "
                      "will fail to start", "set PYTHON_EXEC to the path of an existing python, or unset it "
