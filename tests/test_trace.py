@@ -302,6 +302,24 @@ def test_a_broken_preload_part_never_breaks_the_users_imports(py311: str, env: d
     assert err.startswith("launcher: ") and err.count("\n") == 1 and "broken" in err
 
 
+def test_a_broken_preload_part_still_leaves_the_runtime_tree(py311: str, env: dict[str, str],
+                                                             jemalloc: str) -> None:
+    # The child's gate needs the preload part at start-up and cannot load it:
+    # it says so once, and the rest of the gate (the tree on sys.path) still runs.
+    job = ("run", "--preload", "jemalloc", "--with", "six", "--find-links", str(WHEELHOUSE), "--offline", "--")
+    launcher(*job, py311, "-c", "pass", env=env, check=True)
+    boot = next((Path(env["LAUNCHER_CACHE_DIR"]) / "bootstrap").iterdir())
+    (boot / "_launcher_preloads.py").write_text("raise RuntimeError('broken')\n")
+    code = ("import json, subprocess, sys; "
+            "p = subprocess.run([sys.executable, '-c', 'import six; print(six.__file__)'], "
+            "capture_output=True, text=True); print(json.dumps([p.returncode, p.stdout, p.stderr]))")
+    proc = launcher(*job, py311, "-c", code, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    rc, out, err = json.loads(proc.stdout)
+    assert rc == 0 and "/trees/cp311-" in out, (out, err)
+    assert err.startswith("launcher: ") and err.count("\n") == 1 and "broken" in err
+
+
 def test_a_removed_preload_part_is_put_back_by_the_next_launch(py311: str, env: dict[str, str], jemalloc: str) -> None:
     # Age-based cleaners delete old files one by one; the warm path watches this one too.
     code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass'], check=True)"

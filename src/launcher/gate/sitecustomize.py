@@ -366,7 +366,14 @@ def _main():
     if not boot:
         return
     exe = sys.executable
-    via_shim = _preloads(env) if env.get("LAUNCHER_SHIM_DIR") else None
+    via_shim = None
+    if env.get("LAUNCHER_SHIM_DIR"):
+        try:
+            via_shim = _preloads(env)
+        except Exception as exc:
+            # Its part broken or gone (a cleaner): no preloads here, said once;
+            # the runtime tree and the chained sitecustomize still come.
+            _gate_error(exc)
     cache = env.get("LAUNCHER_CACHE_DIR")
     spec = env.get("LAUNCHER_SPEC")
     key = tree = None
@@ -384,20 +391,31 @@ def _main():
             state = "reported"
         else:
             _ensure_pyc()
-            state = _part("miss").build(env, key, tree, exe)
+            try:
+                state = _part("miss").build(env, key, tree, exe)
+            except Exception as exc:
+                _gate_error(exc)
+                state = "failed"
         if state == "hit" or state == "built" or state == "waited":
             _place(tree, env.get("LAUNCHER_PRIORITY", "last"))
             _load_plugins(env, tree)
     if (state != "hit" and state != "no-spec") or env.get("LAUNCHER_RECORD"):
         preloads = env.get("LAUNCHER_PRELOAD_LIBS", "")
-        _record(
-            env, "gate", key=key or abi_key(), state=state, tree=tree,
-            executable=sys.executable, via_shim=via_shim,
-            preloads_mapped=_part("preloads").mapped(preloads.split(":"))
-            if preloads and env.get("LAUNCHER_RECORD") else None,
-        )
+        mapped = None
+        if preloads and env.get("LAUNCHER_RECORD"):
+            try:
+                mapped = _part("preloads").mapped(preloads.split(":"))
+            except Exception:
+                pass  # the record says "unknown" rather than costing the program
+        _record(env, "gate", key=key or abi_key(), state=state, tree=tree,
+                executable=sys.executable, via_shim=via_shim, preloads_mapped=mapped)
     _ensure_pyc()
     _chain(boot)
+
+
+def _gate_error(exc):
+    _say("start-up gate error (%s: %s); the program continues. Run 'launcher doctor'."
+         % (type(exc).__name__, exc))
 
 
 def _interrupted():
@@ -423,5 +441,4 @@ if __name__ == "sitecustomize":
         # Raised by the sitecustomize we chain: what a bare run does with it.
         raise
     except BaseException as _exc:  # anything of ours: one line, the program continues
-        _say("start-up gate error (%s: %s); the program continues. Run 'launcher doctor'."
-             % (type(_exc).__name__, _exc))
+        _gate_error(_exc)
