@@ -471,3 +471,51 @@ def test_the_gates_miss_path_writes_nothing_into_an_untrusted_cache(six_cache: P
         assert not any(e.get("state") == "untrusted" for e in events), events
     else:  # runs/ is still ours: doctor can tell what happened
         assert [e["state"] for e in events if e["event"] == "gate"][-1] == "untrusted", events
+
+
+# One rule, three copies: cache.safety (the full path, doctor, cache commands),
+# _fastrun.trusted (the warm path, no pathlib) and the gate's _untrusted (its
+# miss path, stdlib only).  They cannot import each other cheaply, so this
+# holds them to the same verdicts.
+ROOT_CASES = ["0700", "0777", "0770", "1777 sticky", "owned by nobody", "a link to a 0700 dir"]
+AREA_CASES = ["0700", "0770", "0757", "1777 sticky", "owned by nobody", "a link", "a file", "missing"]
+
+
+def _shape(path: Path, how: str, tmp_path: Path) -> None:
+    if how == "missing":
+        return
+    if how == "a file":
+        path.write_text("x")
+        return
+    if how.startswith("a link"):
+        real = tmp_path / f"real-{path.name}"
+        real.mkdir(mode=0o700)
+        path.symlink_to(real)
+        return
+    path.mkdir()
+    if how == "owned by nobody":
+        path.chmod(0o700)
+        os.chown(path, NOBODY, -1)
+    else:
+        path.chmod(int(how.split()[0], 8))
+
+
+@pytest.mark.parametrize(("where", "how"), [("root", h) for h in ROOT_CASES] + [("trees", h) for h in AREA_CASES])
+def test_the_three_copies_of_the_trust_rule_agree(tmp_path: Path, where: str, how: str) -> None:
+    from launcher import _fastrun
+    from launcher.cache import CacheLayout, safety
+    from launcher.gate import _launcher_miss
+
+    root = tmp_path / "cache"
+    if where == "root":
+        _shape(root, how, tmp_path)
+    else:
+        root.mkdir(mode=0o700)
+        _shape(root / "trees", how, tmp_path)
+    full = safety.problems(CacheLayout(root)) == []
+    warm = _fastrun.trusted(str(root))
+    gate = (_launcher_miss._untrusted(str(root), True) is None
+            and _launcher_miss._untrusted(str(root / "trees")) is None)
+    assert full == warm == gate, (how, where, full, warm, gate)
+    assert full == (how in ("0700", "1777 sticky", "a link to a 0700 dir", "missing")
+                    and not (where == "trees" and how == "1777 sticky"))

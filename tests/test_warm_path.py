@@ -185,3 +185,15 @@ def test_two_installs_sharing_a_cache_never_use_each_others_plans(py311: str, tm
                            env=dict(os.environ, PYTHONPATH=src))
     assert same.stdout.strip() == ours
     assert other.stdout.strip() != ours
+
+
+def test_the_warm_paths_flag_list_matches_runs_options() -> None:
+    # `launcher run -v` is recognised on the warm path without click: it must
+    # know which options take no value, or it misreads the command's own -v.
+    import click
+
+    from launcher.commands.run import run
+
+    flags = {name for p in run.params if isinstance(p, click.Option) and p.is_flag
+             for name in (*p.opts, *p.secondary_opts)}
+    assert flags == set(_fastrun.FLAGS)
