@@ -88,6 +88,7 @@ def base_env(cache_dir: Path) -> dict[str, str]:
     e["LAUNCHER_CACHE_DIR"] = str(cache_dir)
     e["PATH"] = f"{LAUNCHER.parent}{os.pathsep}{e.get('PATH', '')}"
     e.pop("PYTHONDONTWRITEBYTECODE", None)
+    e["UV_HTTP_RETRIES"] = "0"  # an unreachable index (UNREACHABLE) fails at once
     return e
 
 
@@ -97,6 +98,20 @@ def offline_with(*reqs: str) -> list[str]:
     for r in reqs:
         out += ["--with", r]
     return out + ["--find-links", str(WHEELHOUSE), "--offline"]
+
+
+# Nothing listens on the discard port: an index there is an infrastructure
+# failure (uv exits 2), which never stops the workload.
+UNREACHABLE = "http://127.0.0.1:9/simple"
+
+
+def unreachable_with(*reqs: str) -> list[str]:
+    """`--with R ... --index-url UNREACHABLE`: a runtime that cannot be built,
+    though nothing is wrong with the requirements."""
+    out: list[str] = []
+    for r in reqs:
+        out += ["--with", r]
+    return out + ["--index-url", UNREACHABLE]
 
 
 def launcher(*args: str, env: dict[str, str], check: bool = False, timeout: float = 300,

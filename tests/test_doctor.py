@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, WHEELHOUSE, installs, launcher, missing, offline_with
+from conftest import (
+    LAUNCHER,
+    WHEELHOUSE,
+    installs,
+    launcher,
+    missing,
+    offline_with,
+    unreachable_with,
+)
 from launcher import preload
 from launcher.doctor.models import Finding, Report, report_schema
 from launcher.errors import UsageError
@@ -327,16 +335,16 @@ def test_missing_uv_fails(tmp_path: Path) -> None:
 def test_remembered_failed_build_is_reported_with_its_error(py311: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     env = _env(cache)
-    ran = launcher("run", *offline_with("doesnotexist-pkg"), "--", py311, "-c", "pass", env=env, cwd=tmp_path)
+    ran = launcher("run", *unreachable_with("doesnotexist-pkg"), "--", py311, "-c", "pass", env=env, cwd=tmp_path)
     assert ran.returncode == 0 and installs(cache, "failed"), ran.stderr
     # Plain `doctor`: the cache remembers it.
     proc, report = doctor_json(env=env, cwd=tmp_path)
     [bad] = _fails(report)
     assert proc.returncode == 1 and bad.check == "failure"
     assert "doesnotexist-pkg" in bad.message and bad.facts["requirements"] == ["doesnotexist-pkg"]
-    assert bad.fix and "--find-links" in bad.fix and "doesnotexist-pkg" in str(bad.facts["log"])
+    assert bad.fix and "--refresh" in bad.fix and "Connection refused" in str(bad.facts["log"])
     # With the same options and interpreter: reported once, under the interpreter.
-    _, report = doctor_json(*offline_with("doesnotexist-pkg"), "--python", py311, env=env, cwd=tmp_path)
+    _, report = doctor_json(*unreachable_with("doesnotexist-pkg"), "--python", py311, env=env, cwd=tmp_path)
     [bad] = _fails(report)
     assert bad.check == "failure" and _group(report, py311).status == "fail"
     text = doctor(env=env, cwd=tmp_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, installs, launcher, missing, offline_with
+from conftest import LAUNCHER, installs, launcher, missing, offline_with, unreachable_with
 from support import REPO
 
 
@@ -145,7 +145,7 @@ def test_python_with_a_slash_or_a_venv_dir_stays_a_path(env: dict[str, str], py3
 def test_expired_failure_record_is_history_and_prune_removes_it(py311: str, env: dict[str, str],
                                                                 tmp_path: Path) -> None:
     cache = Path(env["LAUNCHER_CACHE_DIR"])
-    ran = launcher("run", *offline_with("doesnotexist-pkg"), "--", py311, "-c", "pass", env=env, cwd=tmp_path)
+    ran = launcher("run", *unreachable_with("doesnotexist-pkg"), "--", py311, "-c", "pass", env=env, cwd=tmp_path)
     assert ran.returncode == 0 and installs(cache, "failed"), ran.stderr
     [record] = (cache / "failures").glob("*.json")
 

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import LAUNCHER, installs, launcher, offline_with
+from conftest import LAUNCHER, installs, launcher, offline_with, unreachable_with
 
 IMPORT = "import markupsafe, sys; sys.stdout.write(markupsafe.__file__)"
 
@@ -24,8 +24,10 @@ def test_kill_9_midway_leaves_no_tree(tmp_path: Path, env: dict[str, str], cache
 
     marker = tmp_path / "installed"
     slow_uv = tmp_path / "slow-uv"
-    # The real installer, then a pause before the launcher can validate and publish.
-    slow_uv.write_text(f"#!/bin/sh\n{find_uv_bin()} \"$@\" || exit $?\ntouch {marker}\nsleep 60\n")
+    # The real installer, then a pause before the launcher can validate and publish
+    # (the resolution before it, `uv pip compile`, goes at full speed).
+    slow_uv.write_text(f"#!/bin/sh\n{find_uv_bin()} \"$@\" || exit $?\n"
+                       f"[ \"$2\" = install ] || exit 0\ntouch {marker}\nsleep 60\n")
     slow_uv.chmod(0o755)
     env_slow = dict(env, LAUNCHER_UV=str(slow_uv))
     proc = subprocess.Popen([str(LAUNCHER), "run", *offline_with("markupsafe"), "--", py313, "-c", IMPORT],
@@ -90,7 +92,7 @@ def test_failed_build_in_worker_never_breaks_workload(tmp_path: Path, env: dict[
     script.write_text(f"#!/bin/sh\nfor i in 1 2 3; do {py313} -c 'print(\"payload\", 42)'; done\n")
     script.chmod(0o755)
     bare = subprocess.run([str(script)], capture_output=True, env=env)
-    proc = subprocess.run([str(LAUNCHER), "run", *offline_with("no-such-package-xyz"), "--", str(script)],
+    proc = subprocess.run([str(LAUNCHER), "run", *unreachable_with("no-such-package-xyz"), "--", str(script)],
                           capture_output=True, env=env)
     assert proc.returncode == 0
     assert proc.stdout == bare.stdout  # byte-identical

@@ -49,8 +49,10 @@ def _tag() -> str:
 
 
 def key(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str) -> str:
+    # uv's variables and where its user configuration lives choose the
+    # trees too (launcher.uvconfig): a change re-plans.
     settings = sorted(f"{k}={v}" for k, v in environ.items()
-                      if k.startswith("LAUNCHER_") and k != "LAUNCHER_RUN_ID")
+                      if k.startswith(("LAUNCHER_", "UV_", "XDG_CONFIG_")) and k != "LAUNCHER_RUN_ID")
     # Which installation of the launcher (and which Python runs it) asks:
     # two installs sharing a cache must never exec each other's plans (their
     # gates, their own files watched, not this one's).
@@ -127,6 +129,8 @@ def try_fast(args: "list[str]") -> None:
         root = cache_root(environ)
         if not trusted(root):
             return
+        if "--refresh" in args and verbose(args, ("--refresh",)):
+            return  # resolve again, forget failures: the full path's work
         text = key(args, environ, cwd)
         with open(entry_path(root, text), "rb") as f:
             version, stored, argv, plan_name = marshal.loads(f.read())
@@ -155,14 +159,14 @@ def try_fast(args: "list[str]") -> None:
 
 # `launcher run` options that take no value (every other option takes one):
 # the is_flag options of commands/run.py and commands/options.py.
-FLAGS = ("-q", "--quiet", "-v", "--verbose", "--offline", "--record")
+FLAGS = ("-q", "--quiet", "-v", "--verbose", "--offline", "--isolated", "--refresh", "--record")
 
 
-def verbose(args: "list[str]") -> bool:
-    """Whether `launcher run` itself got -v (not the command after it)."""
+def verbose(args: "list[str]", names: "tuple[str, ...]" = ("-v", "--verbose")) -> bool:
+    """Whether `launcher run` itself got -v (or another of `names`; not the command after it)."""
     it = iter(args[1:])
     for a in it:
-        if a in ("-v", "--verbose"):
+        if a in names:
             return True
         if a == "--" or not a.startswith("-"):
             return False

@@ -39,6 +39,10 @@ class Settings(BaseModel):
     failure_ttl: float = Field(60.0, alias="failure-ttl", ge=0)
     record: bool = False
     build: Literal["never", "fallback", "always"] = "fallback"
+    # A lock file (`launcher lock`): install exactly its pins, resolve nothing.
+    lock: str | None = None
+    # Ignore uv's configuration files (uv.toml, [tool.uv]), as `uv --isolated` does.
+    isolated: bool = False
 
     @field_validator("with_")
     @classmethod
@@ -179,7 +183,7 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             continue
         if key in LIST_KEYS:
             out[key] = [x.strip() for x in raw.split(",") if x.strip()]
-        elif key in ("offline", "record"):
+        elif key in ("offline", "record", "isolated"):
             # Empty means unset-ish (false); anything pydantic cannot read as a
             # boolean ("maybe") is reported rather than silently taken as false.
             out[key] = raw.strip().lower() or "false"
@@ -215,7 +219,7 @@ def resolve(
             if key not in KEYS:
                 raise UsageError(f"{source}: unknown key {key!r}", fix=_unknown_key_fix(key))
             if config_file is not None and source == str(config_file) \
-                    and key in ("find-links", "with-requirements", "cache-dir"):
+                    and key in ("find-links", "with-requirements", "cache-dir", "lock"):
                 value = _relative_to(config_file.parent, value)
             _check_one(source, key, value)
             merged[key] = value
@@ -279,7 +283,8 @@ def _allowed(key: str) -> str:
         return " or ".join(repr(a) for a in args)
     if key in LIST_KEYS:
         return "a list of strings"
-    return {"offline": "true or false", "record": "true or false",
+    return {"offline": "true or false", "record": "true or false", "isolated": "true or false",
+            "lock": "a lock file written by 'launcher lock'",
             "lock-timeout": "a number of seconds > 0", "failure-ttl": "a number of seconds >= 0",
             "index-url": "a URL such as https://pypi.org/simple",
             "cache-dir": f"a directory path without {os.pathsep!r}"}.get(key, "")

@@ -40,3 +40,19 @@ class CommandNotFound(LauncherError):
 
 class CommandNotExecutable(LauncherError):
     exit_code = 126
+
+
+class ResolutionError(UsageError):
+    """Nothing answers the requirements (no such project, no such version,
+    conflicting pins): the job stops before its command starts, as `uv run`
+    does.  `log` keeps uv's output."""
+
+    log: str | None = None
+
+    def with_log(self, log: str) -> ResolutionError:
+        self.log = log
+        return self
+
+
+class LockMismatch(UsageError):
+    """The lock file no longer answers the requirements (`uv run --locked`'s exit 2)."""

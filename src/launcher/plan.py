@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from launcher.spec import RequirementFiles, Spec, spec_for
 
 if TYPE_CHECKING:
     from launcher.preload import Library
+    from launcher.resolve import JobPins
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ def prepare(
     verbose: bool = False,
     activity: Callable[[str], AbstractContextManager[object]] | None = None,
     note: Callable[[str], None] | None = None,
+    refresh: bool = False,
+    pins: JobPins | None = None,
 ) -> Prepared:
     """Prepare `command` the way `launcher run` does.
 
@@ -102,6 +106,12 @@ def prepare(
     one-line notes said while building (default: `say`), e.g. that no wheels
     fit and a package is compiled; `verbose` also says each runtime built and
     how long it took.
+
+    The interpreters the launch knows are resolved together (launcher.resolve):
+    one version per package wherever every ABI can have it; a requirement
+    nothing answers raises ResolutionError before anything runs.  `refresh`
+    resolves again and forgets remembered build failures; `pins` given
+    (resolved for a larger set of interpreters: prewarm) are used as they are.
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -128,8 +138,17 @@ def prepare(
     run_id = environ.get("LAUNCHER_RUN_ID") or execute.new_run_id()
     wanted = _wanted_interpreters(settings, inputs, workdir, environ.get("PATH"), watch)
     out = _Outcome(say=say, watch=watch, note=note or say, activity=activity, built=say if verbose else None)
-    for path in dict.fromkeys(wanted):
-        _prepare_interpreter(path, inputs, settings, store, boot, run_id, out, build=build)
+    probed = [_probe_interpreter(path, inputs, store, boot, out) for path in dict.fromkeys(wanted)]
+    spec, unresolved = inputs.spec, dict[str, BuildError]()
+    if spec is not None and (build or pins is not None) and probed:
+        spec, unresolved = _pin(spec, [i for i, _ in probed], settings, store, out, refresh=refresh, given=pins)
+        if spec.pins:
+            store.write(spec.save, inputs.layout)
+            out.watch.append(str(inputs.layout.spec_file(spec.hash)))
+        inputs = replace(inputs, spec=spec)
+    for interp, shim in probed:
+        _prepare_interpreter(interp, shim, spec, settings, store, run_id, out, build=build,
+                             unresolved=unresolved.get(interp.abi_key))
     libs, shim_dir = inputs.libs, inputs.shim_dir
     if out.shims_missing:
         # Without its shim an interpreter's gate would re-exec, fail to write
@@ -165,6 +184,7 @@ class _Inputs:
     target: CommandTarget | None
     libs: list[Library]
     shim_dir: Path | None
+    uv_files: tuple[str, ...] = ()  # where uv looks for its configuration (found or not)
 
 
 @dataclass
@@ -189,7 +209,7 @@ class _Outcome:
 
 def _read_inputs(command: list[str], settings: Settings, workdir: Path, environ: Mapping[str, str]) -> _Inputs:
     layout = CacheLayout(_cache_root(settings, environ))
-    req_files, spec = spec_for(settings, workdir)
+    req_files, spec = spec_for(settings, workdir, environ)
     target = _check_command(command, environ)
     # Preload libraries are checked before anything is built or run.
     libs = []
@@ -201,7 +221,12 @@ def _read_inputs(command: list[str], settings: Settings, workdir: Path, environ:
     shim_dir = None
     if libs and settings.preload_scope == "python":
         shim_dir = layout.shims / _preload_digest([lib.path for lib in libs])
-    return _Inputs(layout, req_files, spec, target, libs, shim_dir)
+    uv_files: tuple[str, ...] = ()
+    if spec is not None:
+        from launcher.spec import uv_configuration
+
+        uv_files = uv_configuration(settings, workdir, environ).files
+    return _Inputs(layout, req_files, spec, target, libs, shim_dir, uv_files)
 
 
 def _open_cache(inputs: _Inputs) -> _Store:
@@ -232,6 +257,7 @@ def _watch_list(boot: Path, resolved: Resolved, inputs: _Inputs, store: _Store) 
     if resolved.config_file is not None and resolved.config_file not in resolved.examined:
         watch.append(str(resolved.config_file))
     watch.extend(str(p) for p in inputs.requirement_files.files)
+    watch.extend(inputs.uv_files)  # a uv.toml appearing or edited: another index, another tree
     if inputs.target is not None:
         watch.extend(inputs.target.looked)  # a `python3` appearing earlier on PATH
     watch.extend(lib.path for lib in inputs.libs)  # a preload library removed or replaced
@@ -257,11 +283,10 @@ def _wanted_interpreters(settings: Settings, inputs: _Inputs, workdir: Path, sea
     return wanted
 
 
-def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: _Store, boot: Path,
-                         run_id: str, out: _Outcome, *, build: bool) -> None:
-    """Probe one interpreter, write its shim and ensure its runtime tree."""
-    layout, spec = inputs.layout, inputs.spec
-    interp = probe(path, layout, compile_gate=str(boot / "sitecustomize.py") if store.writable else None,
+def _probe_interpreter(path: str, inputs: _Inputs, store: _Store, boot: Path,
+                       out: _Outcome) -> tuple[Interpreter, str | None]:
+    """Probe one interpreter and write its shim."""
+    interp = probe(path, inputs.layout, compile_gate=str(boot / "sitecustomize.py") if store.writable else None,
                    save=store.writable)
     out.watch.append(path)
     shim = None
@@ -273,6 +298,14 @@ def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: 
             out.shims_missing = True
         else:
             out.watch.append(shim)
+    return interp, shim
+
+
+def _prepare_interpreter(interp: Interpreter, shim: str | None, spec: Spec | None, settings: Settings,
+                         store: _Store, run_id: str, out: _Outcome, *, build: bool,
+                         unresolved: BuildError | None = None) -> None:
+    """Ensure one interpreter's runtime tree (`unresolved`: why it has no pins, so none is built)."""
+    layout = store.layout
     if spec is None:
         out.interpreters.append(PreparedInterpreter(interp, None, "no-spec", shim=shim))
         return
@@ -284,8 +317,14 @@ def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: 
         out.interpreters.append(PreparedInterpreter(interp, layout.tree(interp.abi_key, spec.hash), "unbuilt",
                                                     shim=shim))
         return
-    pi = _ensure_tree(store, interp, spec, settings, run_id, shim, out)
-    if pi.error is not None:
+    if unresolved is not None:
+        from launcher.tree import remember_failed
+
+        store.write(partial(remember_failed, run_id=run_id), layout, interp, spec, unresolved)
+        pi = PreparedInterpreter(interp, None, "failed", unresolved.message, shim=shim)
+    else:
+        pi = _ensure_tree(store, interp, spec, settings, run_id, shim, out)
+    if pi.error is not None and unresolved is None:
         out.warn(f"could not build the runtime for {interp.abi_key} ({pi.error}); "
                  "the command runs without it. Run 'launcher doctor' for details.")
     elif pi.tree is not None:
@@ -294,6 +333,71 @@ def _prepare_interpreter(path: str, inputs: _Inputs, settings: Settings, store: 
         out.watch.append(str(pi.tree / MANIFEST))
         out.watch_trees.append(str(pi.tree))
     out.interpreters.append(pi)
+
+
+def job_pins(spec: Spec, interps: Sequence[Interpreter], settings: Settings, layout: CacheLayout, *,
+             refresh: bool = False, writable: bool = True) -> JobPins:
+    """The job's pins for every known interpreter: the lock's when the
+    settings name one, else the remembered resolution, else one made now
+    (remembered when the cache is `writable`).  A requirement nothing
+    answers raises ResolutionError (exit 2); a stale lock, LockMismatch."""
+    from launcher import resolve
+
+    abis = [i.abi_key for i in interps]
+    if settings.lock is not None:
+        from launcher.lockfile import read_lock
+
+        return read_lock(Path(settings.lock)).answer_for(spec)
+    if refresh:
+        resolve.forget(layout, spec, abis, settings.build)
+        _forget_failures(layout)
+    answer = resolve.remembered(layout, spec, abis, settings.build)
+    if answer is None:
+        from launcher.uvbin import find_uv
+
+        try:
+            uv = find_uv()
+        except BuildError as exc:
+            return resolve.JobPins(failed={a: exc for a in abis})
+        answer = resolve.resolve_job(uv, interps, spec, settings.build)
+        if writable:
+            resolve.remember(layout, spec, abis, settings.build, answer)
+    return answer
+
+
+def _pin(spec: Spec, interps: list[Interpreter], settings: Settings, store: _Store, out: _Outcome,
+         *, refresh: bool, given: JobPins | None) -> tuple[Spec, dict[str, BuildError]]:
+    """The pinned spec, and the ABIs that got no pins, with why; each line
+    said once (`given` pins were said by whoever resolved them)."""
+    answer = given if given is not None else \
+        job_pins(spec, interps, settings, store.layout, refresh=refresh, writable=store.writable)
+    if settings.lock is not None:
+        out.watch.append(settings.lock)
+    if given is None:
+        for line in answer.lines:
+            out.warn(line)
+    failed = {abi: exc for abi, exc in answer.failed.items() if abi in {i.abi_key for i in interps}}
+    by_reason: dict[str, list[str]] = {}
+    for abi, exc in failed.items():
+        by_reason.setdefault(exc.message, []).append(abi)
+    for why, abis in by_reason.items():  # an unreachable index fails every ABI alike: one line
+        out.warn(f"could not build the runtime for {', '.join(abis)} ({why}); the command runs without it. "
+                 "Run 'launcher doctor' for details.")
+    return answer.apply(spec), failed
+
+
+def _forget_failures(layout: CacheLayout) -> None:
+    """`--refresh`: every remembered build failure is tried again."""
+    try:
+        names = os.listdir(layout.failures)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(".json"):
+            try:
+                os.unlink(layout.failures / name)
+            except OSError:
+                pass
 
 
 def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:

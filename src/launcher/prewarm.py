@@ -16,10 +16,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from launcher.config import Settings, current_dir, resolve
 from launcher.errors import UsageError
+
+if TYPE_CHECKING:
+    from launcher.resolve import JobPins
 
 MAX_JOBS = 8
 JOBS_ENV = "LAUNCHER_PREWARM_JOBS"
@@ -59,6 +62,7 @@ class Plan:
     settings: Settings
     jobs: list[Job] = field(default_factory=list)
     cache_root: Path | None = None
+    pins: JobPins | None = None  # the job's, resolved over every --python
 
 
 class Reporter(Protocol):
@@ -66,7 +70,8 @@ class Reporter(Protocol):
     def finished(self, job: Job) -> None: ...
 
 
-def plan_jobs(flags: Mapping[str, Any], *, cwd: Path, environ: Mapping[str, str]) -> Plan:
+def plan_jobs(flags: Mapping[str, Any], *, cwd: Path, environ: Mapping[str, str], refresh: bool = False,
+              say: Callable[[str], None] = lambda m: None) -> Plan:
     """Resolve settings and name every tree to build (probing each interpreter once)."""
     from launcher.plan import prepare
 
@@ -78,6 +83,18 @@ def plan_jobs(flags: Mapping[str, Any], *, cwd: Path, environ: Mapping[str, str]
         raise UsageError("nothing to prewarm: no requirements given",
                          fix="pass --with REQ or --with-requirements FILE, or set them in [tool.launcher]")
     dry = prepare((), settings=settings, cwd=cwd, environ=environ, build=False)
+    answer = None
+    if dry.spec is not None and dry.interpreters:
+        # Every --python is one job: resolved together, as `launcher run`
+        # resolves the interpreters it knows (a requirement nothing answers
+        # stops here, exit 2, before anything is built).
+        from launcher.plan import job_pins
+
+        answer = job_pins(dry.spec, [pi.interpreter for pi in dry.interpreters], settings, dry.layout,
+                          refresh=refresh)
+        for line in answer.lines:
+            say(line)
+        dry = prepare((), settings=settings, cwd=cwd, environ=environ, build=False, pins=answer)
     by_tree: dict[str, Job] = {}
     for pi in dry.interpreters:
         if pi.tree is None:
@@ -85,7 +102,7 @@ def plan_jobs(flags: Mapping[str, Any], *, cwd: Path, environ: Mapping[str, str]
                              fix="add requirements to them or pass --with REQ")
         job = by_tree.setdefault(pi.tree.name, Job(pi.tree.name, pi.interpreter.abi_key, []))
         job.interpreters.append(pi.interpreter.executable)
-    return Plan(settings, list(by_tree.values()), dry.layout.root)
+    return Plan(settings, list(by_tree.values()), dry.layout.root, answer)
 
 
 def run_jobs(p: Plan, jobs: int, reporter: Reporter, *, cwd: Path,
@@ -97,7 +114,7 @@ def run_jobs(p: Plan, jobs: int, reporter: Reporter, *, cwd: Path,
         start = time.monotonic()
         try:
             prepared = prepare((), settings=p.settings.model_copy(update={"python": job.interpreters}),
-                               cwd=cwd, environ=environ, note=say)
+                               cwd=cwd, environ=environ, note=say, pins=p.pins)
         except Exception as exc:  # one bad interpreter must not hide the others' results
             job.state, job.error = "failed", getattr(exc, "message", None) or str(exc)
         else:
@@ -195,13 +212,14 @@ class RichReporter:
 
 
 def prewarm(flags: Mapping[str, Any], jobs_flag: str | None, *, say: Callable[[str], None],
-            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> list[Job]:
+            tty: bool, cwd: Path | None = None, environ: Mapping[str, str] | None = None,
+            refresh: bool = False) -> list[Job]:
     """Plan, report the job count, build; returns every job with its outcome.
     Live lines when `tty`, else one `say` line per tree (-q: a `say` that
     says nothing)."""
     cwd = cwd or current_dir()
     environ = dict(os.environ if environ is None else environ)
-    p = plan_jobs(flags, cwd=cwd, environ=environ)
+    p = plan_jobs(flags, cwd=cwd, environ=environ, refresh=refresh, say=say)
     jobs, warning = effective_jobs(jobs_flag, environ.get(JOBS_ENV), len(p.jobs))
     if warning:
         say(warning)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from launcher.errors import UsageError
 
 if TYPE_CHECKING:
     from launcher.config import Settings
+    from launcher.uvconfig import UvConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,16 @@ class Spec:
     sources: tuple[str, ...] = field(default=(), compare=False)
     constraints: tuple[str, ...] = ()
     source_builds: bool = False  # build = "always": resolve with sdists from the start
+    # The job's pins (launcher.resolve): one version per package for every
+    # ABI ("name==version"), and the exact list each ABI the launch knew
+    # installs.  An ABI met later installs `pins` (see resolve.for_abi).
+    pins: tuple[str, ...] = ()
+    abi_pins: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The user's uv configuration in effect (launcher.uvconfig): its identity
+    # names the tree (two indexes never share one); `isolated` ignores it.
+    uv_config: str | None = None
+    isolated: bool = False
+    workdir: str | None = field(default=None, compare=False)  # where uv discovers that configuration
 
     @property
     def hash(self) -> str:
@@ -48,6 +60,11 @@ class Spec:
             doc["constraints"] = sorted(self.constraints)
         if self.source_builds:
             doc["build"] = "always"
+        if self.uv_config is not None:
+            doc["uv_config"] = self.uv_config
+        if self.pins:
+            doc["pins"] = list(self.pins)
+            doc["abi_pins"] = {abi: list(p) for abi, p in self.abi_pins}
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:12]
 
@@ -65,7 +82,21 @@ class Spec:
             sources=tuple(data.get("sources", ())),
             constraints=tuple(data.get("constraints", ())),
             source_builds=bool(data.get("source_builds", False)),
+            pins=tuple(data.get("pins", ())),
+            abi_pins=tuple((abi, tuple(p)) for abi, p in data.get("abi_pins", ())),
+            uv_config=data.get("uv_config"),
+            isolated=bool(data.get("isolated", False)),
+            workdir=data.get("workdir"),
         )
+
+    @property
+    def base(self) -> Spec:
+        """This requirement set without pins: what a resolution answers."""
+        return replace(self, pins=(), abi_pins=())
+
+    def pinned_for(self, abi_key: str) -> tuple[str, ...] | None:
+        """The exact list the launch resolved for this ABI (None: not one it knew)."""
+        return dict(self.abi_pins).get(abi_key)
 
     def save(self, layout: CacheLayout) -> Path:
         path = layout.spec_file(self.hash)
@@ -209,9 +240,21 @@ def build_spec(
     )
 
 
-def spec_for(settings: Settings, cwd: Path) -> tuple[RequirementFiles, Spec | None]:
+def spec_for(settings: Settings, cwd: Path, environ: Mapping[str, str] | None = None,
+             ) -> tuple[RequirementFiles, Spec | None]:
     """What `settings` ask for, paths taken from `cwd`: the requirements files
-    read (each include too) and the spec, or None when nothing was asked for."""
+    read (each include too) and the spec, or None when nothing was asked for.
+    The spec carries the identity of the uv configuration in effect there."""
     files = read_requirement_files([cwd / p for p in settings.with_requirements])
     links = [str(cwd / p) if "://" not in p else p for p in settings.find_links]
-    return files, build_spec(settings.with_, files, links, settings.index_url, settings.offline, settings.build)
+    spec = build_spec(settings.with_, files, links, settings.index_url, settings.offline, settings.build)
+    if spec is None:
+        return files, None
+    return files, replace(spec, uv_config=uv_configuration(settings, cwd, environ).identity,
+                          isolated=settings.isolated, workdir=str(cwd.absolute()))
+
+
+def uv_configuration(settings: Settings, cwd: Path, environ: Mapping[str, str] | None = None) -> UvConfig:
+    from launcher.uvconfig import discover
+
+    return discover(cwd, os.environ if environ is None else environ, isolated=settings.isolated)

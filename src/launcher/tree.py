@@ -391,61 +391,58 @@ def lock_holder(lock_path: Path) -> int | None:
         return None
 
 
-def install_command(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, binary_only: bool) -> list[str]:
+def install_command(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, binary_only: bool,
+                    exact: tuple[str, ...] | None = None) -> list[str]:
     """The uv command that installs `spec` for `interp` into `tmp`.
 
-    `binary_only` adds `--no-build`: resolve among wheels alone, so a newest
-    release without a wheel for this ABI loses to an older one that has one
-    (instead of compiling, or failing offline).
+    `exact` (the resolved list, launcher.resolve) installs exactly those
+    with `--no-deps`: nothing is resolved again.  `binary_only` adds
+    `--no-build`: resolve among wheels alone, so a newest release without a
+    wheel for this ABI loses to an older one that has one (instead of
+    compiling, or failing offline).
     """
+    from launcher.uvcall import source_args
+
     cmd = [uv, "pip", "install", "--python", interp.executable, "--target", str(tmp),
-           "--link-mode", "copy", "--compile-bytecode", "--no-config", "--quiet"]
+           "--link-mode", "copy", "--compile-bytecode", "--quiet"]
     if binary_only:
         cmd += ["--no-build"]
-    for link in spec.find_links:
-        cmd += ["--find-links", link]
-    if spec.index_url:
-        cmd += ["--index-url", spec.index_url]
-    if spec.offline:
-        cmd += ["--offline"]
-        if not spec.index_url:
-            cmd += ["--no-index"]
+    cmd += source_args(spec)
+    if exact is not None:
+        return cmd + ["--no-deps", "--", *exact]
     if spec.constraints:
         cmd += ["--constraint", str(tmp / CONSTRAINTS)]
     return cmd + ["--", *spec.requirements]
 
 
-# uv's words when only a source build would satisfy the requirements.
-NEEDS_BUILD = ("building from source is disabled", "has no usable wheels", "no wheels with a matching")
-NEEDS_BUILD_FOR = re.compile(r"Wheels are required for `([^`]+)`")
-
-
 def _needs_build(stderr: str) -> list[str] | None:
     """The packages uv could only have built from source, or None (another failure)."""
-    if not any(s in stderr for s in NEEDS_BUILD):
-        return None
-    return list(dict.fromkeys(NEEDS_BUILD_FOR.findall(stderr)))
+    from launcher.uvcall import needs_build
+
+    return needs_build(stderr)
 
 
 def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
-             say: Callable[[str], None] | None) -> None:
+             say: Callable[[str], None] | None, exact: tuple[str, ...] | None = None) -> None:
     """Wheels first: binary-only, then (policy "fallback") with source builds
     only when no binary solution exists; "always" lets uv choose freely."""
+    from launcher.uvcall import workdir
+
     env = installer_env()
 
     def run(binary_only: bool) -> subprocess.CompletedProcess[str]:
-        if spec.constraints:
+        if spec.constraints and exact is None:
             # Inside the temp dir (removed before the manifest is taken), so a
             # killed build leaves nothing the stale-temp sweep would miss.
             (tmp / CONSTRAINTS).write_text("".join(f"{c}\n" for c in spec.constraints), encoding="utf-8")
         try:
-            return subprocess.run(install_command(uv, interp, spec, tmp, binary_only=binary_only), env=env,
-                                  capture_output=True, encoding="utf-8", errors="replace",
-                                  stdin=subprocess.DEVNULL)
+            return subprocess.run(install_command(uv, interp, spec, tmp, binary_only=binary_only, exact=exact),
+                                  env=env, cwd=workdir(spec), capture_output=True, encoding="utf-8",
+                                  errors="replace", stdin=subprocess.DEVNULL)
         finally:
             (tmp / CONSTRAINTS).unlink(missing_ok=True)
 
-    what = " ".join(spec.requirements)
+    what = " ".join(exact if exact is not None else spec.requirements)
     proc = run(binary_only=build != "always")
     if proc.returncode != 0 and build != "always":
         needs = _needs_build(proc.stderr)
@@ -481,7 +478,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
     tmp.mkdir(mode=0o700)
     start = time.time()
     try:
-        _install(uv, interp, spec, tmp, build=build, say=say)
+        _install(uv, interp, spec, tmp, build=build, say=say, exact=_exact(uv, interp, spec, build, say))
         bad = foreign_extensions(tmp, interp)
         if bad:
             rel, why = bad[0]
@@ -525,6 +522,19 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
     except BaseException:
         safety.remove(tmp)
         raise
+
+
+def _exact(uv: str, interp: Interpreter, spec: Spec, build: str,
+           say: Callable[[str], None] | None) -> tuple[str, ...]:
+    """What this ABI installs: its list from the launch, else the job's pins
+    resolved for it (a resolution failure is this tree's build failure)."""
+    from launcher.errors import ResolutionError
+    from launcher.resolve import for_abi
+
+    try:
+        return for_abi(uv, interp, spec, build, say)
+    except ResolutionError as exc:
+        raise BuildError(exc.message, fix=exc.fix).with_log(exc.log or "") from None
 
 
 def _summarise_uv_error(lines: list[str]) -> str:
@@ -661,6 +671,14 @@ def recent_failure(layout: CacheLayout, abi_key: str, spec_hash: str, ttl: float
 
 def last_failure(layout: CacheLayout, abi_key: str, spec_hash: str) -> Failure | None:
     return recent_failure(layout, abi_key, spec_hash, float("inf"))
+
+
+def remember_failed(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: BuildError, *,
+                    run_id: str = "", requested_by: str = "launcher") -> None:
+    """A tree that could not even be resolved: remembered and logged as a failed build."""
+    _remember_failure(layout, interp, spec, exc)
+    _log_install(layout, interp, spec, run_id, requested_by, "failed", 0.0,
+                 layout.tree(interp.abi_key, spec.hash), exc.message)
 
 
 def _remember_failure(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: BuildError) -> None:

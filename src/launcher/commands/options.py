@@ -33,8 +33,13 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
     (click.option("--find-links", multiple=True, metavar="DIR|URL", help="Passed to the installer."),
      "find-links"),
     (click.option("--index-url", metavar="URL", help="Passed to the installer."), "index-url"),
-    (click.option("--offline", is_flag=True, default=None, help="Install only from local sources."),
-     "offline"),
+    (click.option("--offline", is_flag=True, default=None,
+                  help="Passed to uv: no network, only its cache and local files."), "offline"),
+    (click.option("--isolated", is_flag=True, default=None,
+                  help="Ignore uv's configuration files (uv.toml, [tool.uv]), as 'uv --isolated' does."),
+     "isolated"),
+    (click.option("--lock", metavar="FILE", help="Install exactly the pins of this lock file "
+                                                  "('launcher lock'); resolve nothing."), "lock"),
     (click.option("--python", "python", multiple=True, metavar="PYTHON",
                   help="An interpreter to prepare before launch: a path, a name on PATH or a venv "
                        "dir (repeatable)."), "python"),

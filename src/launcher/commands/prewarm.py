@@ -17,9 +17,11 @@ from launcher.ui import reports_errors, say
 @click.option("-j", "--jobs", metavar="N", default=None,
               help="Build up to N trees at once (default 1, or LAUNCHER_PREWARM_JOBS; at most 8).")
 @click.option("-q", "--quiet", is_flag=True, help="Say nothing unless something fails.")
+@click.option("--refresh", is_flag=True, help="Resolve the requirements again and forget remembered "
+                                              "build failures.")
 @click.pass_context
 @reports_errors
-def command(ctx: click.Context, jobs: str | None, quiet: bool, **params: Any) -> None:
+def command(ctx: click.Context, jobs: str | None, quiet: bool, refresh: bool, **params: Any) -> None:
     """Build the runtime trees for each --python ahead of time (e.g. in a CI image).
 
     Takes the same options and configuration as `launcher run`; a later
@@ -29,7 +31,7 @@ def command(ctx: click.Context, jobs: str | None, quiet: bool, **params: Any) ->
     from launcher.progress import on_terminal
 
     done = prewarm(explicit_flags(ctx, params), jobs, say=(lambda m: None) if quiet else say,
-                   tty=not quiet and on_terminal(sys.stderr))
+                   tty=not quiet and on_terminal(sys.stderr), refresh=refresh)
     failed = [j for j in done if j.state == "failed"]
     if failed:
         say(f"prewarm: {len(failed)} of {len(done)} runtime tree(s) failed; "

@@ -18,10 +18,13 @@ from launcher.ui import reports_errors, say
 @runtime_options
 @click.option("-q", "--quiet", is_flag=True, help="Say nothing unless something fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what is prepared.")
+@click.option("--refresh", is_flag=True, help="Resolve the requirements again and forget remembered "
+                                              "build failures.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 @reports_errors
-def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, **params: Any) -> None:
+def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, refresh: bool,
+        **params: Any) -> None:
     """Run COMMAND so every Python it starts gets the runtime and preloads.
 
     COMMAND is exec'd: its exit code, signals and stdio are its own.  A
@@ -41,7 +44,7 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
         prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=say,
                            verbose=verbose or (not quiet and on_terminal(sys.stderr)),
                            activity=activity_for(sys.stderr, quiet=quiet, say=say),
-                           note=(lambda m: None) if quiet else say)
+                           note=(lambda m: None) if quiet else say, refresh=refresh)
     except LauncherError:
         raise
     except Exception as exc:  # a bug or an environment we did not foresee: never the command's problem
@@ -57,7 +60,7 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
         say(f"exec {' '.join(prepared.argv)}")
     # A -v run with notes (a shadowed requirement) is not memoised: the warm
     # path could not repeat them, and -v is asked to say them every time.
-    if not prepared.warnings and prepared.cache_writable and not (verbose and prepared.notes) \
+    if not prepared.warnings and prepared.cache_writable and not (verbose and prepared.notes) and not refresh \
             and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
         _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,

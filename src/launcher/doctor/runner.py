@@ -27,7 +27,7 @@ from launcher.doctor.checks.command import analyse_command
 from launcher.doctor.context import Context, user_pythonpath
 from launcher.doctor.models import Finding, Group, Report, fail, make_group, ok
 from launcher.errors import UsageError
-from launcher.spec import spec_for
+from launcher.spec import Spec, spec_for
 
 
 def _guard(name: str, fn: Callable[[], list[Finding]]) -> list[Finding]:
@@ -56,6 +56,8 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
         for s in ctx.subjects:
             s.findings.extend(_guard("interpreter", partial(interpreters.identify, s, probe_layout)))
         python_exec = _guard("PYTHON_EXEC", partial(startup.python_exec_findings, ctx.environ, probe_layout))
+    if ctx.spec is not None:
+        ctx.spec = _job_spec(ctx)
     covered_trees: set[str] = set()
     covered_failures: set[Path] = set()
     for s in ctx.subjects:
@@ -137,12 +139,30 @@ def _context(command: list[str], flags: dict[str, Any], environ: dict[str, str],
     layout = CacheLayout(cache_root(settings, environ))
     spec = None
     try:
-        _, spec = spec_for(settings, cwd)
+        _, spec = spec_for(settings, cwd, environ)
     except UsageError as exc:
         out.append(fail("settings", exc.message, exc.fix))
     analysis = analyse_command(command, environ, cwd) if command else None
     return Context(environ=analysis.environ if analysis else environ, cwd=cwd, settings=settings,
                    sources=sources, config_file=config_file, layout=layout, spec=spec, command=analysis)
+
+
+def _job_spec(ctx: Context) -> Spec | None:
+    """The spec `launcher run` pinned for these interpreters (its lock's, or
+    the resolution it remembered); doctor resolves nothing itself."""
+    from launcher.resolve import remembered
+
+    assert ctx.spec is not None
+    abis = [s.interp.abi_key for s in ctx.subjects if s.interp is not None]
+    if ctx.settings.lock is not None:
+        from launcher.lockfile import read_lock
+
+        try:
+            return read_lock(Path(ctx.settings.lock)).answer_for(ctx.spec).apply(ctx.spec)
+        except UsageError:
+            return ctx.spec
+    answer = remembered(ctx.layout, ctx.spec, abis, ctx.settings.build) if abis else None
+    return answer.apply(ctx.spec) if answer is not None else ctx.spec
 
 
 class _probe_layout:

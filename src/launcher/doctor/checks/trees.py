@@ -110,7 +110,7 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
                              f"({failure.interpreter}) failed {_ago(ago)} ago ({failure.error}); the "
                              "record has expired, so the next launcher run retries "
                              "('launcher cache prune' removes it)", **facts)
-    retry = f"launcher run retries after {ttl - ago:.0f}s, or rm {record} to retry at once"
+    retry = f"launcher run retries after {ttl - ago:.0f}s, or at once with 'launcher run --refresh'"
     return fail("failure", f"the last build of the runtime for {failure.abi_key} ({failure.interpreter}) "
                            f"failed {_ago(ago)} ago: {failure.error}",
                 f"{cause}; {retry}", details=log, **facts)
