@@ -25,12 +25,13 @@ def _register() -> None:
         completions_cmd,
         config_cmd,
         doctor,
+        lock,
         prewarm,
         run,
     )
 
     for command in (run.run, doctor.command, config_cmd.command, cache_cmd.command,
-                    prewarm.command, completions_cmd.command, build.build):
+                    prewarm.command, lock.command, completions_cmd.command, build.build):
         cli.add_command(command)
 
 
