@@ -37,14 +37,15 @@ def imported_modules(importtime_stderr: str) -> set[str]:
 
 
 def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str = "",
-               version: str = "1.0") -> Path:
+               version: str = "1.0", tag: str = "py3-none-any") -> Path:
     """A minimal, valid pure-Python wheel (RECORD hashes included) in `dest`,
-    which pip and uv install like any other."""
+    which pip and uv install like any other; `tag` (e.g. `cp311-cp311-linux_x86_64`)
+    makes it one only that ABI may install."""
     dist = f"{name}-{version}"
     content = dict(files)
     content[f"{dist}.dist-info/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     content[f"{dist}.dist-info/WHEEL"] = ("Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
-                                          "Tag: py3-none-any\n")
+                                          f"Tag: {tag}\n")
     content[f"{dist}.dist-info/entry_points.txt"] = entry_points
     record = []
     for path, text in content.items():
@@ -53,7 +54,7 @@ def make_wheel(dest: Path, name: str, files: dict[str, str], entry_points: str =
     record.append(f"{dist}.dist-info/RECORD,,")
     content[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
     dest.mkdir(parents=True, exist_ok=True)
-    wheel = dest / f"{dist}-py3-none-any.whl"
+    wheel = dest / f"{dist}-{tag}.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         for path, text in content.items():
             z.writestr(path, text)
