@@ -354,6 +354,7 @@ def rows() -> list[tuple[Row, RowFn]]:
              "worker's gate takes the miss path; value: (A - the same herd without the launcher) / B",
              "the same with 1 worker: one cold build", 1.1),
          cold_herd),
+        *__import__("rows_jobs").rows(),
         (Row("executor-latency", "executor: round-trip of `submit(noop)` (3.11, 1 worker)",
              "`launcher.Executor`: 20 sequential `submit(noop).result()`",
              "loky's reusable executor, the same", 1.0), _executor("latency")),

@@ -17,7 +17,7 @@ import pytest
 
 import executor_tasks as tasks
 import launcher
-from conftest import WHEELHOUSE, base_env, foreign_python, gone
+from conftest import UNREACHABLE, WHEELHOUSE, base_env, foreign_python, gone
 from launcher.executor import (
     BytecodeNotPortable,
     RemoteTraceback,
@@ -389,9 +389,9 @@ def test_interpreter_by_name_on_path_or_a_clear_error(py313: str, environ: dict[
 
 
 def test_worker_without_cloudpickle_is_a_clear_error(py313: str, tmp_path: Path) -> None:
-    """Offline with no wheelhouse: the runtime (cloudpickle) cannot be built."""
+    """An index nothing answers at: the runtime (cloudpickle) cannot be built."""
     env = base_env(tmp_path / "cache")
-    with launcher.Executor(py313, flags={"offline": True}, environ=env) as ex:
+    with launcher.Executor(py313, flags={"index-url": UNREACHABLE}, environ=env) as ex:
         assert ex.prepared.warnings and "could not build the runtime" in ex.prepared.warnings[0]
         fut = ex.submit(tasks.pid)
         with pytest.raises(WorkerStartError, match="cannot import cloudpickle.*launcher doctor"):

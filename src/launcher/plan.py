@@ -143,7 +143,10 @@ def prepare(
     if spec is not None and (build or pins is not None) and probed:
         spec, unresolved = _pin(spec, [i for i, _ in probed], settings, store, out, refresh=refresh, given=pins)
         if spec.pins:
+            # The pinned spec is the one the gate loads: watched instead of the unpinned one.
             store.write(spec.save, inputs.layout)
+            base_file = str(inputs.layout.spec_file(spec.base.hash))
+            out.watch[:] = [w for w in out.watch if w != base_file]
             out.watch.append(str(inputs.layout.spec_file(spec.hash)))
         inputs = replace(inputs, spec=spec)
     for interp, shim in probed:
@@ -257,7 +260,8 @@ def _watch_list(boot: Path, resolved: Resolved, inputs: _Inputs, store: _Store) 
     if resolved.config_file is not None and resolved.config_file not in resolved.examined:
         watch.append(str(resolved.config_file))
     watch.extend(str(p) for p in inputs.requirement_files.files)
-    watch.extend(inputs.uv_files)  # a uv.toml appearing or edited: another index, another tree
+    # A uv.toml appearing or edited: another index, another tree.
+    watch.extend(p for p in inputs.uv_files if p not in watch)
     if inputs.target is not None:
         watch.extend(inputs.target.looked)  # a `python3` appearing earlier on PATH
     watch.extend(lib.path for lib in inputs.libs)  # a preload library removed or replaced

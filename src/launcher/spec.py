@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,8 +64,15 @@ class Spec:
         if self.uv_config is not None:
             doc["uv_config"] = self.uv_config
         if self.pins:
+            # The job-wide pins, and only where an ABI's list departs from
+            # them (a package the ABIs could not agree on): a tree is keyed
+            # by what it holds, so launches that know different sets of
+            # interpreters but pin the same versions share their trees.
             doc["pins"] = list(self.pins)
-            doc["abi_pins"] = {abi: list(p) for abi, p in self.abi_pins}
+            job = {_canonical(p) for p in self.pins}
+            departs = {abi: sorted(p for p in pins if _canonical(p) not in job) for abi, pins in self.abi_pins}
+            if any(departs.values()):
+                doc["departs"] = {abi: p for abi, p in departs.items() if p}
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()[:12]
 
@@ -130,6 +138,12 @@ class Spec:
             raise UsageError(f"the requirement set {path} is unreadable or damaged",
                              fix=f"rm {path}, then re-run the job with 'launcher run' so it records it again",
                              ) from None
+
+
+def _canonical(pin: str) -> str:
+    """`Foo_Bar==1.0` -> `foo-bar==1.0` (PEP 503 names), to compare pins."""
+    name, sep, rest = pin.partition("==")
+    return re.sub(r"[-_.]+", "-", name.strip()).lower() + sep + rest.strip()
 
 
 def normalize_requirement(text: str, *, origin: str) -> str:
