@@ -60,7 +60,7 @@ def cold_joint(ws: Workspace, scale: Scale, row: Row) -> Row:
             if side == "a":
                 return Cmd([str(LAUNCHER), "run", *args, "--python", py313t, "--", py311, "-c", "pass"], env)
             one = " ".join(shlex.quote(a) for a in [str(LAUNCHER), "run", *args, "--"])
-            return Cmd(["sh", "-c", f"{one} {shlex.quote(py311)} -c pass && {one} {shlex.quote(py313t)} -c pass"],
+            return Cmd(["/bin/sh", "-c", f"{one} {shlex.quote(py311)} -c pass && {one} {shlex.quote(py313t)} -c pass"],
                        env)
         return make
 

@@ -166,12 +166,19 @@ def resolve_job(uv: str, interps: Sequence[Interpreter], spec: Spec, build: str)
 
     def each(extra: dict[str, str], abis: Sequence[str]) -> dict[str, tuple[str, ...] | Exception]:
         def one(abi: str) -> tuple[str, ...] | Exception:
+            # An ABI that already has every pinned version keeps its answer:
+            # pinning what it chose changes nothing (one round of uv saved).
+            held = answers.get(abi)
+            if held is not None and extra and all(versions(held).get(n, v) == v for n, v in extra.items()):
+                return held
             try:
                 return compile_for(uv, by_abi[abi], spec, build, extra)
             except (ResolutionError, BuildError) as exc:
                 return exc
         with ThreadPoolExecutor(max_workers=min(4, len(abis)) or 1) as pool:
             return dict(zip(abis, pool.map(one, abis), strict=True))
+
+    answers: dict[str, tuple[str, ...]] = {}
 
     first = each({}, list(by_abi))
     for abi, got in first.items():
