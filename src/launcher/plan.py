@@ -348,14 +348,14 @@ def job_pins(spec: Spec, interps: Sequence[Interpreter], settings: Settings, lay
     from launcher import resolve
 
     abis = [i.abi_key for i in interps]
+    if refresh:
+        resolve.forget(layout, spec, abis, settings.build)
+        _forget_failures(layout)
     if settings.lock is not None:
         from launcher.lockfile import read_lock
 
         return read_lock(Path(settings.lock)).answer_for(spec)
-    if refresh:
-        resolve.forget(layout, spec, abis, settings.build)
-        _forget_failures(layout)
-    answer = resolve.remembered(layout, spec, abis, settings.build)
+    answer = None if refresh else resolve.remembered(layout, spec, abis, settings.build)
     if answer is None:
         from launcher.uvbin import find_uv
 
