@@ -240,3 +240,14 @@ def test_the_offline_flag_is_uvs_offline(env: dict[str, str], tmp_path: Path) ->
     assert "--offline" in cmd and "--no-index" not in cmd and "--no-config" not in cmd
     iso = install_command("uv", interp, Spec(requirements=("six",), isolated=True), tmp_path, binary_only=True)
     assert "--no-config" in iso
+
+
+def test_a_run_of_one_prewarmed_interpreter_keeps_the_jobs_pins(wheels: Path, jenv: dict[str, str], py311: str,
+                                                                py313t: str) -> None:
+    cache = Path(jenv["LAUNCHER_CACHE_DIR"])
+    launcher("prewarm", *split(wheels), "--python", py311, "--python", py313t, env=jenv, check=True)
+    proc = launcher("run", *split(wheels), "--", py311, "-c", SHOW, env=jenv, check=True)
+    assert proc.stdout == "1.0\n" and len(installs(cache)) == 2  # the prewarmed tree, not a new one
+    # --refresh resolves this launch's interpreters anew: cp311 alone takes 2.0.
+    fresh = launcher("run", "--refresh", *split(wheels), "--", py311, "-c", SHOW, env=jenv, check=True)
+    assert fresh.stdout == "2.0\n" and len(installs(cache)) == 3
