@@ -192,17 +192,25 @@ def _build_now(env, key, tree, exe):
         "--failure-ttl", str(ttl),
         "--build", env.get("LAUNCHER_BUILD") or "fallback",
     ]
+    report = _report_fd(env)
+    if report is not None:
+        argv += ["--report-fd", str(report)]
     start = time.time()
     try:
-        # The builder's own output must never reach the workload's stdout.
+        # The builder's own output must never reach the workload's stdout;
+        # its stderr is ours to read (the reason of a failure, said once by
+        # us), and its progress goes to our stderr through `report`.
         proc = subprocess.run(
             argv, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=() if report is None else (report,),
         )
     except OSError as exc:
         _say("cannot start the launcher to build the runtime for %s (%s); continuing "
              "without it. Run 'launcher doctor'." % (key, exc))
         return "no-launcher"
+    finally:
+        if report is not None:
+            os.close(report)
     if proc.returncode == 0 and _published(tree):
         record(env, "built", key=key, tree=tree, seconds=int(time.time() - start))
         return "built"
@@ -213,6 +221,18 @@ def _build_now(env, key, tree, exe):
         % (key, reason[-1].replace("launcher: ", "") if reason else "exit %d" % proc.returncode)
     )
     return "failed"
+
+
+def _report_fd(env):
+    """A copy of our stderr for the builder's progress, as `launcher run`
+    shows it in the foreground (a live line when it is a terminal); None
+    under `run -q` or with stderr closed."""
+    if env.get("LAUNCHER_QUIET"):
+        return None
+    try:
+        return os.dup(2)
+    except OSError:
+        return None
 
 
 def _failure_reason(path):
