@@ -82,7 +82,7 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
         cache_f += _guard("runtime trees", lambda: trees.cache_tree_findings(ctx.layout, covered_trees))
     if ctx.layout.failures.is_dir():
         cache_f += _guard("failures", lambda: trees.remembered_failures(ctx.layout, covered_failures,
-                                                                         ctx.settings.failure_ttl))
+                                                                         ctx.settings.failure_ttl, ctx.spec))
 
     groups: list[Group] = [
         make_group("launcher", f"launcher {__version__}", launcher_f),
