@@ -27,10 +27,11 @@ def _register() -> None:
         doctor,
         prewarm,
         run,
+        runs,
     )
 
     for command in (run.run, doctor.command, config_cmd.command, cache_cmd.command,
-                    prewarm.command, completions_cmd.command, build.build):
+                    prewarm.command, runs.command, completions_cmd.command, build.build):
         cli.add_command(command)
 
 

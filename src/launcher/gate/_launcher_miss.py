@@ -10,7 +10,7 @@ import sys
 
 # The gate sets these to its own functions when it loads this part
 # (scrubbed_env, all the launcher uses, needs neither).
-_say = _published = None
+_say = _published = _orig_argv = None
 
 
 def _jstr(s):
@@ -35,6 +35,13 @@ def record(env, event, **fields):
     fields["event"] = event
     fields["pid"] = os.getpid()
     fields["ppid"] = os.getppid()
+    if env.get("LAUNCHER_RECORD"):  # every start is recorded (else only the gate's misses)
+        import time
+
+        fields["at"] = time.time()  # `launcher runs show` orders and dates by it
+        if event == "gate":
+            fields["recording"] = True
+            fields["argv"] = command_line()
     parts = []
     for k, v in fields.items():
         if v is None:
@@ -43,6 +50,8 @@ def record(env, event, **fields):
             parts.append('"%s": %s' % (k, "true" if v else "false"))
         elif isinstance(v, int):
             parts.append('"%s": %d' % (k, v))
+        elif isinstance(v, float):
+            parts.append('"%s": %.6f' % (k, v))
         elif isinstance(v, (list, tuple)):
             parts.append('"%s": [%s]' % (k, ", ".join(_jstr(x) for x in v)))
         else:
@@ -66,6 +75,48 @@ def record(env, event, **fields):
         pass  # a full disk or quota: the record is skipped, the program runs
     finally:
         os.close(fd)
+
+
+def command_line():
+    """This interpreter's command line, as `ps` shows it (recorded runs only)."""
+    argv = getattr(sys, "orig_argv", None) or _orig_argv() or getattr(sys, "argv", None) or []
+    return [str(a) for a in argv]
+
+
+def watch_exit(env):
+    """Record how this interpreter ends (recorded runs only): sys.exit's
+    code, 1 for an uncaught exception, 0 for a plain end.  A process killed
+    by a signal or leaving through os._exit (a forked multiprocessing worker)
+    records no exit: its status is unknown, never guessed.  The only trace
+    in the program is sys.exit itself, wrapped to see its code."""
+    import atexit
+
+    pid = os.getpid()
+    seen = {}
+    real_exit = sys.exit
+
+    def exit(status=None):
+        seen["code"] = status
+        return real_exit(status)
+
+    exit.__doc__, exit.__wrapped__ = real_exit.__doc__, real_exit
+    sys.exit = exit
+
+    def exited():
+        if os.getpid() != pid:
+            return  # a forked child ending through our parent's hook: not this interpreter
+        failed = getattr(sys, "last_value", None)
+        if failed is not None and not hasattr(sys, "ps1"):
+            status, how = 1, "uncaught %s" % type(failed).__name__
+        elif "code" in seen:
+            code = seen["code"]
+            status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
+            how = "sys.exit"
+        else:
+            status, how = 0, "end"
+        record(env, "exit", status=status, how=how)
+
+    atexit.register(exited)
 
 
 def _untrusted(path, follow=False):
