@@ -20,14 +20,17 @@ import pytest
 from conftest import LAUNCHER, launcher, offline_with
 
 CHILD = "import markupsafe, sys; sys.exit(3)"
+KILLED = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
 
 
 @pytest.fixture
 def recorded(py311: str, py313t: str, jemalloc: str, env: dict[str, str],
              tmp_path: Path) -> tuple[dict[str, str], dict[str, object]]:
-    """A recorded job: a cp311 parent whose cp313t child exits 3; jemalloc preloaded."""
+    """A recorded job: a cp311 parent whose cp313t child exits 3 and whose
+    cp311 child is killed by SIGKILL; jemalloc preloaded."""
     parent = ("import os, subprocess, sys; "
               f"r = subprocess.run([{py313t!r}, '-c', {CHILD!r}]); "
+              f"subprocess.run([sys.executable, '-c', {KILLED!r}]); "
               "print(os.getpid(), r.returncode)")
     proc = launcher("run", "--record", "--preload", "jemalloc", *offline_with("markupsafe"), "--", py311, "-c",
                     parent, env=env, cwd=tmp_path)
@@ -41,9 +44,9 @@ def test_runs_list_and_show_a_cp311_parent_and_its_cp313t_child(recorded: tuple[
     env, job = recorded
     listed = json.loads(launcher("runs", "list", "--json", env=env, check=True).stdout)
     [run] = listed["runs"]
-    assert run["interpreters"] == 2 and run["every_start"] is True and run["requirements"] == ["markupsafe"]
+    assert run["interpreters"] == 3 and run["every_start"] is True and run["requirements"] == ["markupsafe"]
     assert [a.split("-")[0] for a in run["abis"]] == ["cp311", "cp313t"]
-    assert run["command"][0] == job["py311"] and run["exit_statuses"][str(job["parent"])] == 0
+    assert run["command"][0] == job["py311"] and sorted(run["exit_statuses"].values()) == [-9, 3]
 
     text = launcher("runs", "list", env=env, check=True).stdout.splitlines()
     assert text[0].split() == ["RUN", "STARTED", "PYTHONS", "ABIS", "REQUIREMENTS", "COMMAND"]
@@ -54,8 +57,8 @@ def test_runs_list_and_show_a_cp311_parent_and_its_cp313t_child(recorded: tuple[
     assert shown["id"] == run["id"] and shown["roots"] == [job["parent"]]
     procs = {p["pid"]: p for p in shown["processes"]}
     parent = procs[job["parent"]]
-    [child_pid] = parent["children"]
-    child = procs[child_pid]
+    child_pid, killed_pid = parent["children"]
+    child, killed = procs[child_pid], procs[killed_pid]
     assert child["parent"] == job["parent"]
     assert parent["executable"] == job["py311"] and child["executable"] == job["py313t"]
     assert parent["abi_key"].startswith("cp311-") and child["abi_key"].startswith("cp313t-")
@@ -64,7 +67,11 @@ def test_runs_list_and_show_a_cp311_parent_and_its_cp313t_child(recorded: tuple[
         assert Path(p["tree"]).name.startswith(p["abi_key"]) and p["tree_present"]
         assert p["packages"] == {"markupsafe": "3.0.3"}
         assert any("libjemalloc" in lib for lib in p["preloads_mapped"]), p
-    assert (parent["exit_status"], child["exit_status"]) == (0, 3)
+    # Exit statuses: the parent's view of its children is exact (a kill too); the
+    # top process ended without sys.exit: its status is not seen, never guessed.
+    assert (child["exit_status"], child["exit_how"]) == (3, "reaped")
+    assert (killed["exit_status"], killed["exit_how"]) == (-9, "reaped")
+    assert (parent["exit_status"], parent["exit_how"]) == (None, "end")
     assert child["argv"] == [job["py313t"], "-c", CHILD]
 
     # Off a terminal: a plain tree, the child indented under its parent.
@@ -76,7 +83,8 @@ def test_runs_list_and_show_a_cp311_parent_and_its_cp313t_child(recorded: tuple[
     assert top < sub
     body = "\n".join(lines)
     assert re.search(r"runtime cp313t-\S+ \(built by its gate in \d+s\): markupsafe 3\.0\.3", body), body
-    assert "exit 3 (sys.exit)" in body and "exit 0 (end)" in body and "preloads mapped: " in body
+    assert "exit 3 (seen by its parent)" in body and "killed by signal 9 (seen by its parent)" in body
+    assert "ended; exit status not seen" in body and "preloads mapped: " in body
 
 
 def test_runs_show_on_a_terminal_is_a_rich_tree(recorded: tuple[dict[str, str], dict]) -> None:
@@ -102,8 +110,8 @@ def test_runs_show_on_a_terminal_is_a_rich_tree(recorded: tuple[dict[str, str], 
 
 def test_a_run_is_named_by_a_unique_prefix(py311: str, env: dict[str, str], tmp_path: Path) -> None:
     assert launcher("runs", "show", env=env).returncode == 2  # nothing recorded yet: one line, exit 2
-    for _ in range(2):
-        launcher("run", "--record", "--", py311, "-c", "pass", env=env, cwd=tmp_path, check=True)
+    for code, rc in (("import sys; sys.exit(5)", 5), ("1/0", 1)):
+        assert launcher("run", "--record", "--", py311, "-c", code, env=env, cwd=tmp_path).returncode == rc
     ids = [r["id"] for r in json.loads(launcher("runs", "list", "--json", env=env, check=True).stdout)["runs"]]
     assert len(ids) == 2
     common = os.path.commonprefix(ids)
@@ -113,6 +121,10 @@ def test_a_run_is_named_by_a_unique_prefix(py311: str, env: dict[str, str], tmp_
     unique = ids[1][:len(common) + 1]
     shown = json.loads(launcher("runs", "show", unique, "--json", env=env, check=True).stdout)
     assert shown["id"] == ids[1]
+    # No recorded parent waited for these: what the interpreter saw of its own end.
+    assert [(p["exit_status"], p["exit_how"]) for p in shown["processes"]] == [(1, "uncaught ZeroDivisionError")]
+    first = json.loads(launcher("runs", "show", ids[0], "--json", env=env, check=True).stdout)
+    assert [(p["exit_status"], p["exit_how"]) for p in first["processes"]] == [(5, "sys.exit")]
     latest = json.loads(launcher("runs", "show", "--json", env=env, check=True).stdout)
     assert latest["id"] == ids[1]  # the default: the latest run
     unknown = launcher("runs", "show", "zz", env=env)

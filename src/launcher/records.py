@@ -42,8 +42,11 @@ class Process(BaseModel):
     argv: list[str] | None = None
     started: float | None = None
     built_seconds: int | None = Field(default=None, description="Set when its gate built the runtime.")
-    exit_status: int | None = Field(default=None, description="None: unknown (killed, os._exit, or not recorded).")
-    exit_how: str | None = None
+    exit_status: int | None = Field(
+        default=None, description="The exit code, or minus the signal that killed it; None: not seen.")
+    exit_how: str | None = Field(
+        default=None, description="Who saw it: 'reaped' (its parent waited for it: exact), 'sys.exit', "
+                                  "'uncaught <Exception>', 'end' (ended through Python, code not seen).")
     children: list[int] = Field(default_factory=list)
 
 
@@ -122,6 +125,7 @@ def find(layout: CacheLayout, given: str) -> Path:
 def load(layout: CacheLayout, path: Path) -> Run:
     """The run recorded in `path` (as `find` gives it)."""
     procs: dict[int, Process] = {}
+    reaped: dict[int, int] = {}
     every = False
     for ev in _events(path):
         pid = ev.get("pid")
@@ -141,8 +145,14 @@ def load(layout: CacheLayout, path: Path) -> Run:
         elif kind == "built":
             proc = procs.setdefault(pid, Process(pid=pid, parent=_int(ev.get("ppid"))))
             proc.built_seconds = _int(ev.get("seconds"))
-        elif kind == "exit" and proc is not None:
-            proc.exit_status, proc.exit_how = _int(ev.get("status")), ev.get("how")
+        elif kind == "exit" and proc is not None and proc.exit_how != "reaped":
+            status = ev.get("status")
+            proc.exit_status, proc.exit_how = status if isinstance(status, int) else None, ev.get("how")
+        elif kind == "reaped" and isinstance(ev.get("child"), int):
+            reaped[ev["child"]] = _int(ev.get("status"))
+    for pid, status in reaped.items():
+        if pid in procs:  # the parent's view is exact (and covers a kill by a signal)
+            procs[pid].exit_status, procs[pid].exit_how = status, "reaped"
     requirements: list[str] = []
     for proc in procs.values():
         asked = _fill_packages(layout, proc)

@@ -111,11 +111,19 @@ def _describe(p: Process) -> tuple[str, list[str]]:
         lines.append(f"no runtime tree ({p.state or 'none asked for'})")
     if p.preloads_mapped is not None:
         lines.append(f"preloads mapped: {', '.join(p.preloads_mapped) or 'none'}")
-    if p.exit_status is not None:
-        lines.append(f"exit {p.exit_status} ({p.exit_how})")
-    else:
-        lines.append("exit status unknown" + (" (killed, os._exit or still running)" if p.started else ""))
+    lines.append(_exit_line(p))
     return title, lines
+
+
+def _exit_line(p: Process) -> str:
+    if p.exit_status is not None and p.exit_status < 0:
+        return f"killed by signal {-p.exit_status} (seen by its parent)"
+    if p.exit_status is not None:
+        how = {"reaped": "seen by its parent", "sys.exit": "sys.exit"}.get(p.exit_how or "", p.exit_how)
+        return f"exit {p.exit_status} ({how})"
+    if p.exit_how == "end":
+        return "ended; exit status not seen (no sys.exit or uncaught exception, and no recorded parent waited)"
+    return "exit status unknown (killed, os._exit, or still running)"
 
 
 def _plain_tree(run: Run, pid: int, indent: str) -> None:

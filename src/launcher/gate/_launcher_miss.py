@@ -84,23 +84,35 @@ def command_line():
 
 
 def watch_exit(env):
-    """Record how this interpreter ends (recorded runs only): sys.exit's
-    code, 1 for an uncaught exception, 0 for a plain end.  A process killed
-    by a signal or leaving through os._exit (a forked multiprocessing worker)
-    records no exit: its status is unknown, never guessed.  The only trace
-    in the program is sys.exit itself, wrapped to see its code."""
+    """Record how this interpreter ends, and how the children it waits for
+    ended (recorded runs only).  Exact: a child's status as its parent
+    reaped it (os.waitpid, which subprocess and multiprocessing use: the
+    code, or minus the signal).  Seen from inside: sys.exit's code, 1 for an
+    uncaught exception.  A plain end is recorded without a status: a
+    top-level `raise SystemExit(n)` (`python -m pytest`) is invisible from
+    inside, and a status is never guessed.  The program's only traces are
+    sys.exit and os.waitpid themselves, wrapped to see the codes."""
     import atexit
 
     pid = os.getpid()
     seen = {}
-    real_exit = sys.exit
+    real_exit, real_waitpid = sys.exit, os.waitpid
 
     def exit(status=None):
         seen["code"] = status
         return real_exit(status)
 
-    exit.__doc__, exit.__wrapped__ = real_exit.__doc__, real_exit
-    sys.exit = exit
+    def waitpid(child, options):
+        got = real_waitpid(child, options)
+        if got[0] > 0:
+            status = got[1]
+            code = (status >> 8) & 0xFF if status & 0x7F == 0 else -(status & 0x7F)
+            record(env, "reaped", child=got[0], status=code)
+        return got
+
+    for wrapper, real in ((exit, real_exit), (waitpid, real_waitpid)):
+        wrapper.__doc__, wrapper.__wrapped__ = real.__doc__, real
+    sys.exit, os.waitpid = exit, waitpid
 
     def exited():
         if os.getpid() != pid:
@@ -113,7 +125,7 @@ def watch_exit(env):
             status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
             how = "sys.exit"
         else:
-            status, how = 0, "end"
+            status, how = None, "end"
         record(env, "exit", status=status, how=how)
 
     atexit.register(exited)
