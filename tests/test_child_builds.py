@@ -41,7 +41,8 @@ def test_a_pypy_child_compiling_from_source_says_so_in_one_line(py311: str, fres
     # The compile takes seconds: off a terminal, one plain line names what is built for which ABI.
     assert any(re.fullmatch(r"launcher: preparing the runtime for pypy39-pp73\S+ \(markupsafe\) \.\.\.", ln)
                for ln in lines), lines
-    assert len(lines) == 2 and "\x1b" not in proc.stderr, lines
+    # Nothing else about PyPy's build (the launcher's own cp311 build may say it took a while).
+    assert len([ln for ln in lines if "pypy39" in ln]) == 2 and "\x1b" not in proc.stderr, lines
     assert [r["abi_key"].split("-")[0] for r in installs(cache_dir)] == ["cp311", "pypy39"]
 
 
