@@ -106,8 +106,11 @@ def watch_exit(env):
         got = real_waitpid(child, options)
         if got[0] > 0:
             status = got[1]
-            code = (status >> 8) & 0xFF if status & 0x7F == 0 else -(status & 0x7F)
-            record(env, "reaped", child=got[0], status=code)
+            try:
+                record(env, "reaped", child=got[0],
+                       status=(status >> 8) & 0xFF if status & 0x7F == 0 else -(status & 0x7F))
+            except Exception:
+                pass  # the program's wait is never the record's problem
         return got
 
     for wrapper, real in ((exit, real_exit), (waitpid, real_waitpid)):
@@ -126,7 +129,10 @@ def watch_exit(env):
             how = "sys.exit"
         else:
             status, how = None, "end"
-        record(env, "exit", status=status, how=how)
+        try:
+            record(env, "exit", status=status, how=how)
+        except Exception:
+            pass  # nothing of ours at the program's exit
 
     atexit.register(exited)
 
