@@ -28,10 +28,11 @@ def _register() -> None:
         lock,
         prewarm,
         run,
+        runs,
     )
 
     for command in (run.run, doctor.command, config_cmd.command, cache_cmd.command,
-                    prewarm.command, lock.command, completions_cmd.command, build.build):
+                    prewarm.command, lock.command, runs.command, completions_cmd.command, build.build):
         cli.add_command(command)
 
 

@@ -92,6 +92,7 @@ def prepare(
     note: Callable[[str], None] | None = None,
     refresh: bool = False,
     pins: JobPins | None = None,
+    quiet: bool = False,
 ) -> Prepared:
     """Prepare `command` the way `launcher run` does.
 
@@ -112,6 +113,8 @@ def prepare(
     nothing answers raises ResolutionError before anything runs.  `refresh`
     resolves again and forgets remembered build failures; `pins` given
     (resolved for a larger set of interpreters: prewarm) are used as they are.
+    `quiet` (run -q) is carried to the command's
+    interpreters: a runtime their gate builds says nothing unless it fails.
     """
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(cwd) if cwd is not None else Path.cwd()
@@ -161,7 +164,7 @@ def prepare(
         libs, shim_dir = [], None
         out.interpreters = [replace(pi, shim=None) for pi in out.interpreters]
     ours = _our_variables(boot, inputs.layout, inputs.spec, settings, libs, shim_dir,
-                          record=settings.record and store.writable)
+                          record=settings.record and store.writable, quiet=quiet)
     failed = [pi.interpreter.abi_key for pi in out.interpreters if pi.state == "failed"]
     if failed:
         # The gate of those interpreters stays quiet: one failure, one line.
@@ -483,8 +486,9 @@ def _ensure_tree(store: _Store, interp: Interpreter, spec: Spec, settings: Setti
     except BuildError as exc:
         return PreparedInterpreter(interp, None, "failed", exc.message, shim=shim)
     if result.state != "present" and out.built is not None:
-        out.built(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
-                  f"package(s)) in {result.manifest.build_seconds:.1f}s")
+        from launcher.progress import built_line
+
+        out.built(built_line(result))
     # `launcher cache` reports (and prunes by) this "last used" stamp.
     from launcher.cache.manage import mark_used
 
@@ -493,7 +497,8 @@ def _ensure_tree(store: _Store, interp: Interpreter, spec: Spec, settings: Setti
 
 
 def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings: Settings,
-                   libs: list[Library], shim_dir: Path | None, *, record: bool) -> dict[str, str]:
+                   libs: list[Library], shim_dir: Path | None, *, record: bool,
+                   quiet: bool = False) -> dict[str, str]:
     ours = {
         "LAUNCHER_BOOTSTRAP": str(boot),
         "LAUNCHER_CACHE_DIR": str(layout.root),
@@ -506,6 +511,8 @@ def _our_variables(boot: Path, layout: CacheLayout, spec: Spec | None, settings:
         ours["LAUNCHER_PRIORITY"] = settings.with_priority
     if record:  # not into a read-only cache
         ours["LAUNCHER_RECORD"] = "1"
+    if quiet:  # the gate's builds show no progress either
+        ours["LAUNCHER_QUIET"] = "1"
     if settings.build != "fallback":
         ours["LAUNCHER_BUILD"] = settings.build  # for the gate's in-process builds
     if libs:

@@ -13,7 +13,10 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from launcher.tree import TreeResult
 
 DELAY = 0.5
 
@@ -25,6 +28,13 @@ def activity_for(stream: TextIO, *, quiet: bool, say: Callable[[str], None]) -> 
     if quiet:
         return None
     return _live(stream) if on_terminal(stream) else _plain(say)
+
+
+def built_line(result: TreeResult) -> str:
+    """What a finished build says once its live line has vanished (run -v,
+    a terminal, or a build the gate started)."""
+    return (f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
+            f"package(s)) in {result.manifest.build_seconds:.1f}s")
 
 
 def on_terminal(stream: TextIO) -> bool:

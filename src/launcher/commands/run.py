@@ -44,7 +44,7 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
         prepared = prepare(list(command), flags=explicit_flags(ctx, params), say=say,
                            verbose=verbose or (not quiet and on_terminal(sys.stderr)),
                            activity=activity_for(sys.stderr, quiet=quiet, say=say),
-                           note=(lambda m: None) if quiet else say, refresh=refresh)
+                           note=(lambda m: None) if quiet else say, refresh=refresh, quiet=quiet)
     except LauncherError:
         raise
     except Exception as exc:  # a bug or an environment we did not foresee: never the command's problem

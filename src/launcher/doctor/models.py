@@ -30,6 +30,7 @@ Check = Literal[
     "environment",  # ABI scan of site-packages and PYTHONPATH; PYTHON* variables
     "startup",      # start-up injection: sitecustomize chaining, -E/-I/-S
     "preload",      # native preloads
+    "record",       # run records: the latest, and 'launcher runs show'
 ]
 GroupKind = Literal["launcher", "cache", "command", "environment", "preloads", "interpreter"]
 _RANK = {"ok": 0, "warn": 1, "fail": 2}

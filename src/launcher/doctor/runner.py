@@ -22,7 +22,15 @@ from typing import Any
 from launcher import __version__
 from launcher.cache import CacheLayout, writable_by_others
 from launcher.config import Settings, cache_root, current_dir, resolve
-from launcher.doctor.checks import cache, environment, interpreters, preloads, startup, trees
+from launcher.doctor.checks import (
+    cache,
+    environment,
+    interpreters,
+    preloads,
+    records,
+    startup,
+    trees,
+)
 from launcher.doctor.checks.command import analyse_command
 from launcher.doctor.context import Context, user_pythonpath
 from launcher.doctor.models import Finding, Group, Report, fail, make_group, ok
@@ -84,7 +92,8 @@ def diagnose(command: Sequence[str] = (), flags: Mapping[str, Any] | None = None
         cache_f += _guard("runtime trees", lambda: trees.cache_tree_findings(ctx.layout, covered_trees))
     if ctx.layout.failures.is_dir():
         cache_f += _guard("failures", lambda: trees.remembered_failures(ctx.layout, covered_failures,
-                                                                         ctx.settings.failure_ttl))
+                                                                         ctx.settings.failure_ttl, ctx.spec))
+    cache_f += _guard("run records", lambda: records.record_findings(ctx.layout))
 
     groups: list[Group] = [
         make_group("launcher", f"launcher {__version__}", launcher_f),

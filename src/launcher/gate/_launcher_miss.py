@@ -10,7 +10,7 @@ import sys
 
 # The gate sets these to its own functions when it loads this part
 # (scrubbed_env, all the launcher uses, needs neither).
-_say = _published = None
+_say = _published = _orig_argv = None
 
 
 def _jstr(s):
@@ -35,6 +35,13 @@ def record(env, event, **fields):
     fields["event"] = event
     fields["pid"] = os.getpid()
     fields["ppid"] = os.getppid()
+    if env.get("LAUNCHER_RECORD"):  # every start is recorded (else only the gate's misses)
+        import time
+
+        fields["at"] = time.time()  # `launcher runs show` orders and dates by it
+        if event == "gate":
+            fields["recording"] = True
+            fields["argv"] = command_line()
     parts = []
     for k, v in fields.items():
         if v is None:
@@ -43,6 +50,8 @@ def record(env, event, **fields):
             parts.append('"%s": %s' % (k, "true" if v else "false"))
         elif isinstance(v, int):
             parts.append('"%s": %d' % (k, v))
+        elif isinstance(v, float):
+            parts.append('"%s": %.6f' % (k, v))
         elif isinstance(v, (list, tuple)):
             parts.append('"%s": [%s]' % (k, ", ".join(_jstr(x) for x in v)))
         else:
@@ -66,6 +75,66 @@ def record(env, event, **fields):
         pass  # a full disk or quota: the record is skipped, the program runs
     finally:
         os.close(fd)
+
+
+def command_line():
+    """This interpreter's command line, as `ps` shows it (recorded runs only)."""
+    argv = getattr(sys, "orig_argv", None) or _orig_argv() or getattr(sys, "argv", None) or []
+    return [str(a) for a in argv]
+
+
+def watch_exit(env):
+    """Record how this interpreter ends, and how the children it waits for
+    ended (recorded runs only).  Exact: a child's status as its parent
+    reaped it (os.waitpid, which subprocess and multiprocessing use: the
+    code, or minus the signal).  Seen from inside: sys.exit's code, 1 for an
+    uncaught exception.  A plain end is recorded without a status: a
+    top-level `raise SystemExit(n)` (`python -m pytest`) is invisible from
+    inside, and a status is never guessed.  The program's only traces are
+    sys.exit and os.waitpid themselves, wrapped to see the codes."""
+    import atexit
+
+    pid = os.getpid()
+    seen = {}
+    real_exit, real_waitpid = sys.exit, os.waitpid
+
+    def exit(status=None):
+        seen["code"] = status
+        return real_exit(status)
+
+    def waitpid(child, options):
+        got = real_waitpid(child, options)
+        if got[0] > 0:
+            status = got[1]
+            try:
+                record(env, "reaped", child=got[0],
+                       status=(status >> 8) & 0xFF if status & 0x7F == 0 else -(status & 0x7F))
+            except Exception:
+                pass  # the program's wait is never the record's problem
+        return got
+
+    for wrapper, real in ((exit, real_exit), (waitpid, real_waitpid)):
+        wrapper.__doc__, wrapper.__wrapped__ = real.__doc__, real
+    sys.exit, os.waitpid = exit, waitpid
+
+    def exited():
+        if os.getpid() != pid:
+            return  # a forked child ending through our parent's hook: not this interpreter
+        failed = getattr(sys, "last_value", None)
+        if failed is not None and not hasattr(sys, "ps1"):
+            status, how = 1, "uncaught %s" % type(failed).__name__
+        elif "code" in seen:
+            code = seen["code"]
+            status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
+            how = "sys.exit"
+        else:
+            status, how = None, "end"
+        try:
+            record(env, "exit", status=status, how=how)
+        except Exception:
+            pass  # nothing of ours at the program's exit
+
+    atexit.register(exited)
 
 
 def _untrusted(path, follow=False):
@@ -192,17 +261,25 @@ def _build_now(env, key, tree, exe):
         "--failure-ttl", str(ttl),
         "--build", env.get("LAUNCHER_BUILD") or "fallback",
     ]
+    report = _report_fd(env)
+    if report is not None:
+        argv += ["--report-fd", str(report)]
     start = time.time()
     try:
-        # The builder's own output must never reach the workload's stdout.
+        # The builder's own output must never reach the workload's stdout;
+        # its stderr is ours to read (the reason of a failure, said once by
+        # us), and its progress goes to our stderr through `report`.
         proc = subprocess.run(
             argv, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=() if report is None else (report,),
         )
     except OSError as exc:
         _say("cannot start the launcher to build the runtime for %s (%s); continuing "
              "without it. Run 'launcher doctor'." % (key, exc))
         return "no-launcher"
+    finally:
+        if report is not None:
+            os.close(report)
     if proc.returncode == 0 and _published(tree):
         record(env, "built", key=key, tree=tree, seconds=int(time.time() - start))
         # What the build had to say (a pin of the job this ABI cannot have):
@@ -218,6 +295,18 @@ def _build_now(env, key, tree, exe):
         % (key, reason[-1].replace("launcher: ", "") if reason else "exit %d" % proc.returncode)
     )
     return "failed"
+
+
+def _report_fd(env):
+    """A copy of our stderr for the builder's progress, as `launcher run`
+    shows it in the foreground (a live line when it is a terminal); None
+    under `run -q` or with stderr closed."""
+    if env.get("LAUNCHER_QUIET"):
+        return None
+    try:
+        return os.dup(2)
+    except OSError:
+        return None
 
 
 def _failure_reason(path):

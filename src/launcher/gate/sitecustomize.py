@@ -409,6 +409,11 @@ def _main():
                 pass  # the record says "unknown" rather than costing the program
         _record(env, "gate", key=key or abi_key(), state=state, tree=tree,
                 executable=sys.executable, via_shim=via_shim, preloads_mapped=mapped)
+        if env.get("LAUNCHER_RECORD"):
+            try:
+                _part("miss").watch_exit(env)
+            except Exception:
+                pass  # an unrecorded exit is "unknown", never the program's problem
     _ensure_pyc()
     _chain(boot)
 

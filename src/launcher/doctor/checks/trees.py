@@ -77,8 +77,11 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spec | None = None) -> Finding:
-    """A remembered failed build: what failed, why, and how to retry."""
+def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spec | None = None,
+                    job: Spec | None = None) -> Finding:
+    """A remembered failed build: what failed, why, and how to retry.  With
+    `job` (the requirement set doctor is asked about), a failure of another
+    set is history: it stops nothing this job runs."""
     if spec is None:
         try:
             spec = Spec.load(layout, failure.spec_hash)
@@ -103,6 +106,11 @@ def failure_finding(layout: CacheLayout, failure: Failure, ttl: float, spec: Spe
         "error": failure.error, "at": failure.at, "expired": ago >= ttl,
         "requirements": list(spec.requirements) if spec else None, "log": failure.log,
         "record": str(record)}
+    if job is not None and failure.spec_hash != job.hash:
+        other = " ".join(spec.requirements) if spec else f"requirement set {failure.spec_hash}"
+        return ok("failure", f"history: a build of the runtime for {failure.abi_key} with another requirement "
+                             f"set ({other}) failed {_ago(ago)} ago ({failure.error}); it does not affect "
+                             "this job", other_requirement_set=True, **facts)
     if ago >= ttl:
         # Past its TTL the record no longer stops anything (the next run
         # retries): history worth a line, not a failing setup.
@@ -157,7 +165,8 @@ def _odd_stamps(layout: CacheLayout) -> list[Finding]:
             for p in sorted(layout.used.iterdir()) if safety.real_dir(p)]
 
 
-def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> list[Finding]:
+def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float, job: Spec | None = None) -> list[Finding]:
+    """Every failure record not reported under an interpreter; `job`: see `failure_finding`."""
     out: list[Finding] = []
     if not safety.real_dir(layout.failures):
         return out  # a link there is reported by the cache check, never read through
@@ -175,7 +184,7 @@ def remembered_failures(layout: CacheLayout, skip: set[Path], ttl: float) -> lis
             continue
         if (layout.tree(failure.abi_key, failure.spec_hash) / MANIFEST).exists():
             continue  # built since
-        out.append(failure_finding(layout, failure, ttl))
+        out.append(failure_finding(layout, failure, ttl, job=job))
     return out
 
 
