@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import installs, launcher, offline_with
+from conftest import installs, launcher, offline_with, unreachable_with
 from launcher.doctor.models import Report
 
 
@@ -20,7 +20,7 @@ def test_a_healthy_job_passes_right_after_another_requirement_set_failed(py311: 
                                                                           cache_dir: Path, tmp_path: Path) -> None:
     good = launcher("run", *offline_with("six"), "--", py311, "-c", "import six", env=env, cwd=tmp_path)
     assert good.returncode == 0, good.stderr
-    bad = launcher("run", *offline_with("doesnotexist-pkg"), "--", py311, "-c", "pass", env=env, cwd=tmp_path)
+    bad = launcher("run", *unreachable_with("doesnotexist-pkg"), "--", py311, "-c", "pass", env=env, cwd=tmp_path)
     assert installs(cache_dir, "failed"), bad.stderr
 
     rc, report = _doctor(*offline_with("six"), "--python", py311, env=env, cwd=tmp_path)
@@ -31,7 +31,7 @@ def test_a_healthy_job_passes_right_after_another_requirement_set_failed(py311: 
     assert history.facts["other_requirement_set"] is True
 
     # The failed set itself, asked about: a failure (under its interpreter), as before.
-    rc, report = _doctor(*offline_with("doesnotexist-pkg"), "--python", py311, env=env, cwd=tmp_path)
+    rc, report = _doctor(*unreachable_with("doesnotexist-pkg"), "--python", py311, env=env, cwd=tmp_path)
     assert rc == 1 and [f.status for f in report.findings("failure")] == ["fail"]
     # Plain doctor (no requirement set): the cache's recent failure still fails.
     rc, _ = _doctor(env=env, cwd=tmp_path)

@@ -281,12 +281,9 @@ def _build_now(env, key, tree, exe):
         if report is not None:
             os.close(report)
     if proc.returncode == 0 and _published(tree):
+        # What the build had to say (a pin of the job this ABI cannot have)
+        # went to our stderr through `report`; under -q nothing is said.
         record(env, "built", key=key, tree=tree, seconds=int(time.time() - start))
-        # What the build had to say (a pin of the job this ABI cannot have):
-        # its lines, as the launcher said them.
-        for line in (proc.stderr or b"").decode("utf-8", "replace").splitlines():
-            if line.startswith("launcher: "):
-                _say(line[len("launcher: "):])
         return "built"
     reason = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
     _say(
