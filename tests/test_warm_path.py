@@ -72,6 +72,45 @@ def test_editing_a_requirements_file_or_what_it_includes(edited: str, project: P
         assert out == "['cloudpickle', 'six']", err
 
 
+def _edit_in_place(path: Path, text: str) -> None:
+    """Rewrite `path` in place to `text` of the same size (same inode), its
+    mtime moved on by a second: only the content and the mtime tell."""
+    before = path.stat()
+    data = text.encode("utf-8")
+    assert len(data) == before.st_size, "a same-size edit must keep the size"
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    after = path.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+
+
+@pytest.mark.parametrize("path", ["warm", "full"])
+@pytest.mark.parametrize("edited", ["requirements", "config"])
+def test_a_same_size_edit_is_seen(edited: str, path: str, project: Path, env: dict[str, str],
+                                  py311: str) -> None:
+    """`six` -> `cloudpickle` in place, padded to the same size: the warm path
+    must not reuse the old plan on the strength of size and inode alone."""
+    args: tuple[str, ...] = ()
+    if edited == "requirements":
+        target, args = project / "req.txt", ("--with-requirements", "req.txt")
+        before, after = "six        \n", "cloudpickle\n"
+    else:
+        target = project.parent / "launcher.toml"
+        before, after = 'with = ["six"]        \n', 'with = ["cloudpickle"]\n'
+    target.write_text(before, encoding="utf-8")
+    assert warm(project, env, py311, *args) == "['six']"
+    _edit_in_place(target, after)
+    if path == "full":
+        env = dict(env, LAUNCHER_NO_FASTPATH="1")
+    out, err, rc = run_in(project, env, py311, *args)
+    assert (out, rc) == ("['cloudpickle']", 0), err
+    # ... and the edit back, again the same size, again seen.
+    _edit_in_place(target, before)
+    out, err, rc = run_in(project, env, py311, *args)
+    assert (out, rc) == ("['six']", 0), err
+
+
 @pytest.mark.parametrize("name", ["pyproject.toml", "launcher.toml"])
 def test_config_appearing_in_a_parent_dir(name: str, project: Path, env: dict[str, str], py311: str) -> None:
     assert warm(project, env, py311) == "[]"
