@@ -17,8 +17,11 @@ next run restores first if this one was killed outright.  Bytecode of the
 mutated file is removed after applying and after restoring, so a .pyc of
 the mutant (same size, same second) can never be taken for the original.
 
+First, a control run: the targeted tests must pass on the code as it is,
+or every mutation would look killed.
+
 Exit status: 0 when every mutation was killed, 1 when any survived or is
-stale, 2 on a usage error.  Not part of CI: each mutation runs pytest.
+stale, 2 on a usage error or a failing control run.  Not part of CI: each mutation runs pytest.
 """
 
 from __future__ import annotations
@@ -127,11 +130,13 @@ def pytest(args: list[str], timeout: float) -> tuple[bool, str]:
         return False, f"timed out after {timeout:.0f} s (counted as killed: the suite did not pass)"
     if proc.returncode == 0:
         return True, ""
-    failed = [ln.split(" ", 1)[1].split(" - ", 1)[0] for ln in proc.stdout.splitlines()
-              if ln.startswith(("FAILED ", "ERROR "))]
+    lines = proc.stdout.splitlines()
+    failed = [ln.split(" ", 1)[1].split(" - ", 1)[0] for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
     if proc.returncode not in (1, 2) or not failed:
         return False, f"pytest exit {proc.returncode}: " + " | ".join(proc.stdout.strip().splitlines()[-3:])
-    return False, failed[0]
+    # The first line of the failure itself, so a kill can be told from a broken set-up.
+    why = next((ln[1:].strip() for ln in lines if ln.startswith("E ")), "")
+    return False, failed[0] + (f"\n          {why[:160]}" if why else "")
 
 
 def run_one(m: Mutation, *, full: bool, timeout: float) -> None:
@@ -156,6 +161,18 @@ def run_one(m: Mutation, *, full: bool, timeout: float) -> None:
     m.result, m.killed_by = ("survived", "no test failed") if passed else ("killed", why)
 
 
+def control(mutations: list[Mutation], timeout: float) -> bool:
+    """The targeted tests pass on the code as it is: otherwise every mutation
+    would look killed by a failure it did not cause."""
+    targets = list(dict.fromkeys(t for m in mutations for t in m.tests))
+    print(f"mutate: control run, no mutation: {len(targets)} targeted test selection(s)", file=sys.stderr,
+          flush=True)
+    passed, why = pytest(targets, timeout * 2)
+    if not passed:
+        print(f"mutate: the targeted tests fail without any mutation ({why}): fix that first", file=sys.stderr)
+    return passed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--list", type=Path, default=LIST, help=f"the mutations (default {LIST.relative_to(REPO)})")
@@ -163,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-full", action="store_true",
                     help="do not fall back to the whole suite when the targeted tests pass")
     ap.add_argument("--check", action="store_true", help="only check that every snippet still applies")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the first run of the targeted tests on the unmutated code")
     ap.add_argument("--timeout", type=float, default=900, help="seconds for one targeted pytest run")
     args = ap.parse_args(argv)
     mutations = load(args.list)
@@ -175,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
+        if not args.check and not args.no_control and not control(mutations, args.timeout):
+            return 2
         for i, m in enumerate(mutations, 1):
             if args.check:
                 n = (REPO / m.file).read_text(encoding="utf-8").count(m.original)

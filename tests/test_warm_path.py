@@ -144,29 +144,32 @@ def test_a_new_invalid_config_is_reported(project: Path, env: dict[str, str], py
     assert runs.read_text(encoding="utf-8") == "xx"  # the command did not run
 
 
-def test_watch_holds_every_place_discovery_looked(project: Path, env: dict[str, str], py311: str) -> None:
-    """White-box companion of the tests above: `Prepared.watch` (what the
-    memo re-checks) names each candidate up to /, present or not."""
-    import launcher
-
+@pytest.mark.parametrize("change", ["config-far-above", "nested-constraint"])
+def test_every_place_discovery_looked_is_watched(change: str, project: Path, env: dict[str, str],
+                                                 py311: str, tmp_path: Path) -> None:
+    """Config discovery looks in every parent up to / (past a pyproject.toml
+    without a [tool.launcher] table), and requirements files include others:
+    a config appearing far above, or an edit two includes deep, changes what
+    the next run does, warm or not."""
     req = project / "req.txt"
     inc = project / "inc" / "more.txt"
     inc.parent.mkdir()
     req.write_text("-r inc/more.txt\n", encoding="utf-8")
-    inc.write_text("-c ../con.txt\n", encoding="utf-8")
-    (project / "con.txt").write_text("six<2\n", encoding="utf-8")
+    inc.write_text("six\n-c ../con.txt\n", encoding="utf-8")
+    con = project / "con.txt"
+    con.write_text("six<2\n", encoding="utf-8")
     (project.parent / "pyproject.toml").write_text('[project]\nname = "x"\n', encoding="utf-8")
-    prepared = launcher.prepare([py311, "-c", "pass"], flags={"with-requirements": ["req.txt"]},
-                                cwd=project, environ=env)
-    watched = set(prepared.watch)
-    d = project.resolve()
-    while True:
-        assert str(d / "launcher.toml") in watched and str(d / "pyproject.toml") in watched, d
-        if d.parent == d:
-            break
-        d = d.parent
-    assert {str(req), str(inc), str(project / "inc" / ".." / "con.txt")} <= watched
-    assert not os.path.exists(project / "launcher.toml")  # watched while absent
+    assert warm(project, env, py311, "--with-requirements", "req.txt") == "['six']"
+    if change == "config-far-above":
+        far = tmp_path / "launcher.toml"  # above repo/, above the pyproject
+        assert not far.exists()
+        far.write_text('with = ["cloudpickle"]\n', encoding="utf-8")
+        want = "['cloudpickle', 'six']"
+    else:
+        _touch_later(con, "six==0.0.1\n")  # nothing satisfies it: no runtime this time
+        want = "[]"
+    out, err, rc = run_in(project, env, py311, "--with-requirements", "req.txt")
+    assert (out, rc) == (want, 0), err
 
 
 def test_a_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str], cache_dir: Path,
