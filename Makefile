@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 SHARED ?= ../shared
 PYTHONS := .pythons
 
-.PHONY: setup demo test lint bench pythons completions torch-env clean
+.PHONY: setup demo test lint bench mutate pythons completions torch-env clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,17 @@ test: setup pythons
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples scripts/mutate.py
 	$(VENV)/bin/mypy
 
 bench: setup pythons
 	$(PY) bench/run.py
+
+# Does the suite fail when a promise breaks?  Applies each one-line mutation
+# of tests/mutations.toml in turn (always restored), runs its targeted tests,
+# then the whole suite, fail-fast.  Slow (pytest per mutation): not in CI.
+mutate: setup pythons
+	$(PY) scripts/mutate.py $(MUTATE_ARGS)
 
 completions: setup
 	$(PY) -m launcher.completions completions

@@ -66,12 +66,12 @@ def _output(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _check_matched(py: str, prepared: Any) -> str:
+def _check_matched(py: str, prepared: Any, module: str = "markupsafe") -> str:
     """The tree is imported, the gate says nothing and runs from its own bytecode."""
-    proc = _output([py, "-c", CHECK_TREE], prepared.env)
+    proc = _output([py, "-c", f"import {module} as m; print(m.__file__)"], prepared.env)
     tree = str(prepared.interpreters[0].tree)
     if proc.returncode != 0 or not proc.stdout.startswith(tree + "/") or proc.stderr:
-        raise CommandFailed(f"gated {py} did not import markupsafe from {tree}: "
+        raise CommandFailed(f"gated {py} did not import {module} from {tree}: "
                             f"{proc.stdout.strip()} {proc.stderr.strip()}")
     verbose = _output([py, "-v", "-c", "pass"], prepared.env).stderr
     pyc = f"code object from '{prepared.bootstrap}/__pycache__/sitecustomize."
@@ -154,12 +154,24 @@ def memory(ws: Workspace, scale: Scale, row: Row) -> Row:
         return row
     py = ws.venv("bare311")
     prepared = ws.prepare(py)
+    checked = _check_matched(py, prepared)
+    # GNU time must report the interpreter itself, with and without the gate:
+    # the same command under it prints what only that interpreter can.
+    for env, gated in ((prepared.env, True), (ws.base_env(), False)):
+        code = "import sys; print(sys.executable, 'sitecustomize' in sys.modules and '/bootstrap/' in " \
+               "(sys.modules['sitecustomize'].__file__ or ''))"
+        got = _output([TIME, "-f", "%M", py, "-c", code], env)
+        kib = got.stderr.strip().splitlines()[-1:] if got.returncode == 0 else []
+        if got.stdout.split() != [py, str(gated)] or not kib or not kib[0].isdigit():
+            raise CommandFailed(f"GNU time did not measure the {'gated' if gated else 'bare'} {py}: "
+                                f"{got.stdout.strip()} {got.stderr.strip()[-200:]}")
     ra, rb = paired_rss(Cmd([py, "-c", PASS], prepared.env), Cmd([py, "-c", PASS], ws.base_env()),
                         pairs=scale.memory)
     deltas = [x - y for x, y in zip(ra, rb, strict=True)]
     row.summary = {"pairs": len(deltas), "median": statistics.median(deltas), "min": min(deltas),
                    "max": max(deltas), "a_kib": statistics.median(ra), "b_kib": statistics.median(rb)}
-    row.note = "peak RSS (ru_maxrss) of the python process itself, reported by GNU time"
+    row.note = (f"{checked}; GNU time checked to measure the gated (A) and the bare (B) interpreter; "
+                "peak RSS (ru_maxrss) of the python process itself")
     return row.judge()
 
 
@@ -328,15 +340,18 @@ def rows() -> list[tuple[Row, RowFn]]:
         (Row("gate-3.13", "gate, matched path (3.13)", GATE_A, BARE, 1.10), _gate("3.13")),
         (Row("gate-3.13t", "gate, matched path (3.13t, free-threaded)", GATE_A, BARE, 1.10),
          _gate("3.13t")),
+        (Row("gate-big-tree", "gate, matched path with a 5,000-module tree (3.11)",
+             "`python -c pass` with the launcher's env, `--with bigtree` tree present (5,000 modules)", BARE,
+             1.10), rows_cache.gate_big_tree),
         (Row("gate-chain", "gate with chaining (3.11 venv with its own sitecustomize.py)",
              "the venv's `python -c pass` with the launcher's env: the gate chains the venv's "
              "sitecustomize", "that venv bare (its sitecustomize runs directly)", 1.10), gate_chaining),
         (Row("gate-preload", "gate with preloads (3.11, `--preload jemalloc`)",
              "`python -c pass` started through the launcher's shim, tree present",
-             "bare `python -c pass` with `LD_PRELOAD=libjemalloc.so.2`", 1.10), gate_preload),
+             "bare `python -c pass` with `LD_PRELOAD=libjemalloc.so.2`", 1.20), gate_preload),
         *__import__("rows_trace").rows(),
         (Row("launch", "launch: warm `launcher run` (3.11)",
-             "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.2),
+             "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.4),
          launch),
         (Row("warm-big-tree", "warm `launcher run` with a 5,000-module runtime tree (3.11)",
              "`launcher run --with bigtree ... -- python -c pass` (warm; ~10,000 files in the tree)",

@@ -1,5 +1,5 @@
-"""Rows of the cache helper: the warm `launcher run` must not pay for the size
-of a runtime tree, and the memo must not grow with it.
+"""Rows of the cache helper: neither the gate nor the warm `launcher run` may
+pay for the size of a runtime tree, and the memo must not grow with it.
 
 The big tree comes from a synthetic wheel built here at run time (no
 network, nothing committed): 5,000 tiny modules in 50 subpackages, so the
@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from _measure import Cmd, CommandFailed, paired
-from _rows import Row, Scale
+from _rows import PASS, Row, Scale, _check_matched
 from _workspace import LAUNCHER, WHEELHOUSE, Workspace
 
 from support import imported_modules
@@ -122,3 +122,22 @@ def warm_big_tree(ws: Workspace, scale: Scale, row: Row) -> Row:
         row.status = "fail"
         row.note += " -- OVER BUDGET"
     return row
+
+
+def gate_big_tree(ws: Workspace, scale: Scale, row: Row) -> Row:
+    """The gate's matched path with the 5,000-module tree, against a bare start:
+    the same budget as the small-tree gate rows, since its cost must not grow."""
+    py = ws.venv("bare311")
+    links = ws.root / "bigtree-wheel"
+    synthetic_wheel(links)
+    prepared = ws.prepare(py, **{"with": ["bigtree"], "find_links": [str(links), str(WHEELHOUSE)]})
+    checked = _check_matched(py, prepared, f"bigtree.p{PACKAGES - 1:02d}.m{MODULES // PACKAGES - 1:03d}")
+    tree = str(prepared.interpreters[0].tree)
+    files = sum(len(f) for _d, _s, f in os.walk(tree))
+    if files < MODULES:
+        raise CommandFailed(f"the big tree {tree} has {files} files, not >= {MODULES}")
+    row.note = f"{checked}; the tree has {files} files in {PACKAGES} subpackages"
+    row.summary = paired(Cmd([py, "-c", PASS], prepared.env), Cmd([py, "-c", PASS], ws.base_env()),
+                         pairs=scale.start).summary()
+    row.summary["tree_files"] = files
+    return row.judge()

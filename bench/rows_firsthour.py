@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from _measure import Cmd, CommandFailed, paired
-from _rows import HEAVY, PASS, Row, RowFn, Scale, _output
+from _rows import CHECK_TREE, HEAVY, PASS, Row, RowFn, Scale, _output
 from _workspace import LAUNCHER, REPO, WITH_ARGS, Workspace
 
 from support import imported_modules
@@ -82,19 +82,32 @@ def launch_installed(ws: Workspace, scale: Scale, row: Row, installer: str) -> R
 
 
 def launch_vs_uv_run(ws: Workspace, scale: Scale, row: Row) -> Row:
+    """Like for like: both give `python -c pass` markupsafe from the offline
+    wheelhouse, on the same bare venv python (uv: `--with markupsafe`, its
+    ephemeral environment; the launcher: `--with markupsafe`, its runtime tree)."""
     py = ws.venv("bare311")
-    a = _warm(ws, installed_launcher(ws, "uv"), py)
+    launcher = installed_launcher(ws, "uv")
+    a = _warm(ws, launcher, py)
     uv = shutil.which("uv", path=str(LAUNCHER.parent))
     if uv is None:
         raise CommandFailed(f"uv is not in {LAUNCHER.parent}")
     # --python: without it uv looks for an interpreter of its own first (on
     # this machine the pyenv shim, a shell script: +200 ms that is not uv's).
-    b = Cmd([uv, "run", "--no-project", "--offline", "--python", py, "--", py, "-c", PASS], ws.base_env())
-    check = _output(b.argv, b.env)
-    if check.returncode != 0:
-        raise CommandFailed(f"uv run failed: {check.stderr.strip()[-200:]}")
-    row.note = ("both start the same bare venv python; uv given it with --python (no interpreter "
-                "discovery); uv's own cache as the user has it")
+    # `python` is then the one uv puts first on PATH: its environment's, with markupsafe.
+    uv_run = [uv, "run", "--no-project", *WITH_ARGS, "--python", py, "--"]
+    b = Cmd([*uv_run, "python", "-c", PASS], ws.base_env())
+    # Each side imports markupsafe from where it claims, before anything is timed.
+    got_a = _output([launcher, "run", *WITH_ARGS, "--", py, "-c", CHECK_TREE], ws.launcher_env())
+    got_b = _output([*uv_run, "python", "-c", CHECK_TREE], b.env)
+    if got_a.returncode != 0 or "/trees/cp311-" not in got_a.stdout:
+        raise CommandFailed(f"the launcher's python did not import markupsafe from its runtime tree: "
+                            f"{got_a.stdout.strip()} {got_a.stderr.strip()[-200:]}")
+    if got_b.returncode != 0 or "/markupsafe/" not in got_b.stdout or "/trees/" in got_b.stdout:
+        raise CommandFailed(f"uv run --with markupsafe did not import markupsafe from its environment: "
+                            f"{got_b.stdout.strip()} {got_b.stderr.strip()[-200:]}")
+    row.note = ("both start the same bare venv python with markupsafe from the offline wheelhouse (A: the "
+                "runtime tree, warm path; B: uv's cached ephemeral environment); uv given the interpreter "
+                "with --python (no discovery); uv's own cache as the user has it")
     row.summary = paired(a, b, pairs=scale.start).summary()
     return row.judge()
 
@@ -105,11 +118,12 @@ BARE = "bare `python -c pass`"
 def launch_installed_row(installer: str) -> tuple[Row, RowFn]:
     return (Row(f"launch-{installer}", f"launch: warm `launcher run`, installed with {installer} (3.11)",
                 f"`launcher run --with markupsafe ... -- python -c pass` (warm), `{installer} install`d",
-                BARE, 2.0),
+                BARE, 2.4),
             lambda ws, scale, row: launch_installed(ws, scale, row, installer))
 
 
 def launch_vs_uv_run_row() -> tuple[Row, RowFn]:
-    return (Row("launch-vs-uv-run", "launch: warm `launcher run` vs `uv run --no-project` (3.11)",
+    return (Row("launch-vs-uv-run", "launch: warm `launcher run` vs `uv run --with markupsafe` (3.11)",
                 "`launcher run --with markupsafe ... -- python -c pass` (warm, uv-installed)",
-                "`uv run --no-project --offline --python python -- python -c pass`", 1.0), launch_vs_uv_run)
+                "`uv run --no-project --with markupsafe ... --python python -- python -c pass`", 1.0),
+            launch_vs_uv_run)

@@ -68,6 +68,15 @@ def _bare_env(ws: Workspace) -> dict[str, str]:
     return dict(ws.base_env(), LD_PRELOAD=JEMALLOC)
 
 
+def _check_bare(ws: Workspace, argv: list[str], py: str, what: str) -> None:
+    """Side B is what it claims: jemalloc mapped by LD_PRELOAD alone, no re-exec, no gate."""
+    got = subprocess.run(argv, env=_bare_env(ws), capture_output=True, text=True, timeout=120)
+    report = json.loads(got.stdout) if got.returncode == 0 and got.stdout.startswith("[") else None
+    if report is None or report[-3:] != [True, False, py]:
+        raise CommandFailed(f"the bare {what} with LD_PRELOAD={JEMALLOC} is not [jemalloc mapped, no re-exec, "
+                            f"{py}]: {got.stdout.strip()} {got.stderr.strip()[-300:]}")
+
+
 def _parent_and_children(ws: Workspace, scale: Scale, row: Row, name: str, text: str, what: str,
                          whats: str, how: str) -> Row:
     """A preloaded parent (started through its shim, as `launcher run` does)
@@ -87,6 +96,7 @@ def _parent_and_children(ws: Workspace, scale: Scale, row: Row, name: str, text:
     n = 4
     a = Cmd([shim, str(script), str(n)], prepared.env)
     b = Cmd([py, str(script), str(n)], _bare_env(ws))
+    _check_bare(ws, [py, str(script), "--check"], py, what)
     row.note = (f"a parent and {n} {whats}, one after the other; each maps jemalloc, starts through the "
                 f"shim ({how}) without a re-exec, and has the real sys.executable")
     row.summary = paired(a, b, pairs=scale.fanout).summary()
@@ -133,9 +143,10 @@ def preload_reexec_child(ws: Workspace, scale: Scale, row: Row) -> Row:
                             f"{got.stdout.strip()} {got.stderr.strip()[-300:]}")
     a = Cmd([py, "-c", "pass"], child_env)
     b = Cmd([py, "-c", "pass"], _bare_env(ws))
+    _check_bare(ws, [py, "-c", CHECK_CHILD], py, "child")
     row.note = ("the child re-execs itself once, preloaded (jemalloc mapped, sys.executable "
                 "unchanged): the interpreter starts twice, so the floor is a python exec'ing python "
-                "(1.90× here, DESIGN.md); budget 2.0")
+                "(1.90× here, DESIGN.md); budget 2.3")
     row.summary = paired(a, b, pairs=scale.start).summary()
     return row.judge()
 
@@ -149,8 +160,8 @@ def rows() -> list[tuple[Row, Any]]:
              "executable)", f"the same, bare with `LD_PRELOAD={JEMALLOC}`", 1.10), preload_spawn),
         (Row("preload-sysexec-child", "preloads: `subprocess.run([sys.executable, ...])` children (3.11)",
              "a preloaded parent running 4 `sys.executable -c pass` children (through the shim, argv "
-             "unchanged)", f"the same, bare with `LD_PRELOAD={JEMALLOC}`", 1.90), preload_sys_executable_child),
+             "unchanged)", f"the same, bare with `LD_PRELOAD={JEMALLOC}`", 1.30), preload_sys_executable_child),
         (Row("preload-reexec", "preloads: a Python child started by name or os.exec* (3.11)",
              "`python -c pass` with the environment a job's Python child inherits (re-exec, preloaded)",
-             f"bare `python -c pass` with `LD_PRELOAD={JEMALLOC}`", 2.0), preload_reexec_child),
+             f"bare `python -c pass` with `LD_PRELOAD={JEMALLOC}`", 2.3), preload_reexec_child),
     ]

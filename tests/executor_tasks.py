@@ -94,6 +94,11 @@ def parent_of_sleeper() -> None:
     time.sleep(600)
 
 
+def leave_a_sleeper() -> int:
+    """Start a child in our process group and return at once, leaving it behind."""
+    return subprocess.Popen(["sleep", "600"]).pid
+
+
 def preloads() -> dict[str, object]:
     with open("/proc/self/maps") as f:
         maps = f.read()

@@ -273,7 +273,21 @@ def _foreign(tree: Path) -> str:
     return foreign.relative_to(tree).as_posix()
 
 
-@pytest.mark.parametrize("damage", [_same_size_same_mtime_edit, _added, _deleted, _foreign])
+def _file_write_bit(tree: Path) -> str:
+    # Content untouched: only the mode says a published file could be changed.
+    p = tree / "markupsafe" / "_native.py"
+    p.chmod(p.stat().st_mode | 0o200)
+    return "markupsafe/_native.py"
+
+
+def _dir_write_bit(tree: Path) -> str:
+    p = tree / "markupsafe" / "__pycache__"
+    p.chmod(p.stat().st_mode | 0o200)
+    return "markupsafe/__pycache__"
+
+
+@pytest.mark.parametrize("damage", [_same_size_same_mtime_edit, _added, _deleted, _foreign, _file_write_bit,
+                                    _dir_write_bit], ids=lambda f: f.__name__.strip("_"))
 def test_verify_finds_damage_and_repair_makes_it_whole(markupsafe_cache: Path, tmp_path: Path, py313: str,
                                                        damage: object) -> None:
     cache = copy_cache(markupsafe_cache, tmp_path / "cache")
@@ -289,6 +303,8 @@ def test_verify_finds_damage_and_repair_makes_it_whole(markupsafe_cache: Path, t
     kinds = {p["kind"] for p in report["trees"][0]["problems"] if p["path"] == bad}
     if damage is _foreign:
         assert "foreign" in kinds and "cannot import (built for cp311" in proc.stdout + json.dumps(report)
+    if damage in (_file_write_bit, _dir_write_bit):
+        assert kinds == {"writable"} and f"{bad}: writable (published trees are read-only)" in proc.stdout
 
     fixed = launcher("cache", "verify", "--repair", env=env)
     assert fixed.returncode == 0 and f"repaired  {tree.name} (was: {bad}" in fixed.stdout, fixed
@@ -298,6 +314,31 @@ def test_verify_finds_damage_and_repair_makes_it_whole(markupsafe_cache: Path, t
     ok = launcher("run", *offline_with("markupsafe"), "--", py313, "-c",
                   "import markupsafe; print(markupsafe.Markup('<b>').__class__.__name__)", env=env, check=True)
     assert ok.stdout.strip() == "Markup"
+
+
+def test_the_full_path_sees_a_same_size_edit_of_a_tree_file(markupsafe_cache: Path, tmp_path: Path,
+                                                            py313: str) -> None:
+    """Edited in place (same inode, same size, new mtime), as root or after a
+    chmod can: no directory changes, so only the full path's check of each
+    file's size and mtime against the manifest sees it, and rebuilds."""
+    cache = copy_cache(markupsafe_cache, tmp_path / "cache")
+    env = base_env(cache)
+    (tree,) = trees_of(cache)
+    p = tree / "markupsafe" / "__init__.py"
+    st = p.stat()
+    data = p.read_bytes()
+    p.chmod(0o644)
+    with open(p, "r+b") as f:
+        f.write(data.replace(b"Markup", b"Murkap", 1))
+    p.chmod(stat.S_IMODE(st.st_mode))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert (p.stat().st_ino, p.stat().st_size) == (st.st_ino, st.st_size)
+    ok = launcher("run", *offline_with("markupsafe"), "--", py313, "-c",
+                  "import markupsafe; print(markupsafe.Markup.__name__)", env=env, check=True)
+    assert ok.stdout == "Markup\n", ok.stderr
+    (rebuilt,) = installs(cache, "rebuilt")
+    assert rebuilt["detail"] == "markupsafe/__init__.py: was modified", rebuilt
+    assert p.read_bytes() == data
 
 
 def test_verify_unknown_tree_is_one_line(markupsafe_cache: Path) -> None:
@@ -426,13 +467,16 @@ def test_memo_names_are_stable_across_processes_and_bounded(tmp_path: Path) -> N
                             env=dict(os.environ, PYTHONHASHSEED=seed)).stdout.strip() for seed in ("1", "2")}
     assert names == {_fastrun.entry_path(root, _fastrun.key(["run", "x"], {"PATH": "/usr/bin"}, "/w"))}
 
+    def argv(i: int) -> list[str]:
+        return ["run", "--", "python3", "-c", f"pass  # {i}"]
+
     for i in range(70):
-        _fastrun.remember(["run", "--", "python3", "-c", f"pass  # {i}"], environ, "/w", ["python3"], {},
-                          None, [str(watched)], root)
+        _fastrun.remember(argv(i), environ, "/w", ["python3"], {}, None, [str(watched)], root)
     entries = sorted(Path(root, "memo").glob("run-*.marshal"))
     assert len(entries) == 64 and len(list(Path(root, "memo").glob("plan-*.marshal"))) == 1
-    kept = {_fastrun.marshal.loads(p.read_bytes())[1].rsplit("# ", 1)[1] for p in entries}
-    assert kept == {str(i) for i in range(6, 70)}
+    # The newest 64 are where the warm path looks for them; the 6 oldest are not.
+    kept = {i for i in range(70) if os.path.exists(_fastrun.entry_path(root, _fastrun.key(argv(i), environ, "/w")))}
+    assert kept == set(range(6, 70))
 
 
 @pytest.mark.parametrize("how", ["world-writable", "locks linked elsewhere"])

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import LAUNCHER, SHARED, missing
-from support import REPO
+from support import FOREIGN, REPO
 
 
 def _demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -48,7 +48,12 @@ def test_demo_shows_columns_the_command_and_a_preload() -> None:
     else:
         assert " --preload jemalloc -- " in cmd
         assert all(re.search(r" yes +<cache>/trees/", r) for r in rows), rows
-    assert "runtime trees built (one per ABI):" in proc.stdout
+    # One tree per ABI the job ran: the parent's 3.11 and each foreign child present, each once.
+    trees = lines[lines.index("runtime trees built (one per ABI):") + 1:]
+    abis = {"cp311"} | {abi for abi, exe in (("cp313", FOREIGN["3.13"]), ("cp313t", FOREIGN["3.13t"]))
+                        if exe.exists()}
+    assert all(t.startswith("  ") for t in trees) and len(trees) == len(abis), trees
+    assert sorted(t.split()[0].split("-")[0] for t in trees) == sorted(abis), trees
 
 
 def test_demo_without_the_shared_dir_is_one_line(tmp_path: Path) -> None:

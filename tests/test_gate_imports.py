@@ -72,8 +72,9 @@ def test_matched_gate_imports_nothing_beyond_the_allow_list(
         request: pytest.FixtureRequest, name: str, base_env: dict[str, str]) -> None:
     python = _python(request, name)
     gated = _gated_env(python, PACKAGES[name], base_env)
-    runs = Path(base_env["LAUNCHER_CACHE_DIR"]) / "runs"
-    before = sorted(runs.iterdir()) if runs.exists() else []
+    cache = Path(base_env["LAUNCHER_CACHE_DIR"])
+    subprocess.run([python, "-c", "pass"], env=gated, check=True, timeout=120)  # the gate's .pyc, once
+    before = _files(cache)
 
     bare_mods, _ = _modules(python, base_env)
     gated_mods, gated_path = _modules(python, gated)
@@ -81,8 +82,19 @@ def test_matched_gate_imports_nothing_beyond_the_allow_list(
     assert "sitecustomize" in gated_mods, "the gate did not run"
     assert any("/trees/" in p for p in gated_path), "not the matched path: no runtime tree on sys.path"
     assert gated_mods - bare_mods <= GATE_ALLOWED, sorted(gated_mods - bare_mods - GATE_ALLOWED)
-    # The matched path only reads: no record, no lock, nothing written.
-    assert (sorted(runs.iterdir()) if runs.exists() else []) == before
+    # The matched path only reads: no record, no lock, no stamp, nothing
+    # created, changed or removed anywhere in the cache.
+    assert _files(cache) == before
+
+
+def _files(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under `root`: (mode, size, mtime_ns), by path."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.join(dirpath, name)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
 
 
 @pytest.mark.parametrize("name", ["py311", "py313", "py313t", "pypy"])

@@ -78,6 +78,19 @@ def test_cancel_ends_the_replica_and_its_children(replicas: LocalReplicaExecutor
     assert gone(leader) and gone(child)
 
 
+def test_a_replica_that_returns_leaves_nothing_running(replicas: LocalReplicaExecutor) -> None:
+    """What a rank started and left behind ends with it: its whole group is
+    killed once the rank has exited, as after a cancel."""
+    (h,) = replicas.launch_replicas(1, "executor_tasks.leave_a_sleeper")
+    (out,) = replicas.collect([h], timeout=120)
+    assert out["status"] == "succeeded", out
+    sleeper = out["result"]
+    deadline = time.monotonic() + 5
+    while not gone(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(sleeper)
+
+
 def test_exit_without_a_result_is_a_failure_that_says_so(replicas: LocalReplicaExecutor) -> None:
     """An entrypoint that ends its process itself returns nothing: a failure
     with one plain reason, not a missing-file error of ours."""

@@ -73,6 +73,45 @@ def test_editing_a_requirements_file_or_what_it_includes(edited: str, project: P
         assert out == "['cloudpickle', 'six']", err
 
 
+def _edit_in_place(path: Path, text: str) -> None:
+    """Rewrite `path` in place to `text` of the same size (same inode), its
+    mtime moved on by a second: only the content and the mtime tell."""
+    before = path.stat()
+    data = text.encode("utf-8")
+    assert len(data) == before.st_size, "a same-size edit must keep the size"
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    after = path.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+
+
+@pytest.mark.parametrize("path", ["warm", "full"])
+@pytest.mark.parametrize("edited", ["requirements", "config"])
+def test_a_same_size_edit_is_seen(edited: str, path: str, project: Path, env: dict[str, str],
+                                  py311: str) -> None:
+    """`six` -> `cloudpickle` in place, padded to the same size: the warm path
+    must not reuse the old plan on the strength of size and inode alone."""
+    args: tuple[str, ...] = ()
+    if edited == "requirements":
+        target, args = project / "req.txt", ("--with-requirements", "req.txt")
+        before, after = "six        \n", "cloudpickle\n"
+    else:
+        target = project.parent / "launcher.toml"
+        before, after = 'with = ["six"]        \n', 'with = ["cloudpickle"]\n'
+    target.write_text(before, encoding="utf-8")
+    assert warm(project, env, py311, *args) == "['six']"
+    _edit_in_place(target, after)
+    if path == "full":
+        env = dict(env, LAUNCHER_NO_FASTPATH="1")
+    out, err, rc = run_in(project, env, py311, *args)
+    assert (out, rc) == ("['cloudpickle']", 0), err
+    # ... and the edit back, again the same size, again seen.
+    _edit_in_place(target, before)
+    out, err, rc = run_in(project, env, py311, *args)
+    assert (out, rc) == ("['six']", 0), err
+
+
 @pytest.mark.parametrize("name", ["pyproject.toml", "launcher.toml"])
 def test_config_appearing_in_a_parent_dir(name: str, project: Path, env: dict[str, str], py311: str) -> None:
     assert warm(project, env, py311) == "[]"
@@ -106,29 +145,32 @@ def test_a_new_invalid_config_is_reported(project: Path, env: dict[str, str], py
     assert runs.read_text(encoding="utf-8") == "xx"  # the command did not run
 
 
-def test_watch_holds_every_place_discovery_looked(project: Path, env: dict[str, str], py311: str) -> None:
-    """White-box companion of the tests above: `Prepared.watch` (what the
-    memo re-checks) names each candidate up to /, present or not."""
-    import launcher
-
+@pytest.mark.parametrize("change", ["config-far-above", "nested-constraint"])
+def test_every_place_discovery_looked_is_watched(change: str, project: Path, env: dict[str, str],
+                                                 py311: str, tmp_path: Path) -> None:
+    """Config discovery looks in every parent up to / (past a pyproject.toml
+    without a [tool.launcher] table), and requirements files include others:
+    a config appearing far above, or an edit two includes deep, changes what
+    the next run does, warm or not."""
     req = project / "req.txt"
     inc = project / "inc" / "more.txt"
     inc.parent.mkdir()
     req.write_text("-r inc/more.txt\n", encoding="utf-8")
-    inc.write_text("-c ../con.txt\n", encoding="utf-8")
-    (project / "con.txt").write_text("six<2\n", encoding="utf-8")
+    inc.write_text("six\n-c ../con.txt\n", encoding="utf-8")
+    con = project / "con.txt"
+    con.write_text("six<2\n", encoding="utf-8")
     (project.parent / "pyproject.toml").write_text('[project]\nname = "x"\n', encoding="utf-8")
-    prepared = launcher.prepare([py311, "-c", "pass"], flags={"with-requirements": ["req.txt"]},
-                                cwd=project, environ=env)
-    watched = set(prepared.watch)
-    d = project.resolve()
-    while True:
-        assert str(d / "launcher.toml") in watched and str(d / "pyproject.toml") in watched, d
-        if d.parent == d:
-            break
-        d = d.parent
-    assert {str(req), str(inc), str(project / "inc" / ".." / "con.txt")} <= watched
-    assert not os.path.exists(project / "launcher.toml")  # watched while absent
+    assert warm(project, env, py311, "--with-requirements", "req.txt") == "['six']"
+    if change == "config-far-above":
+        far = tmp_path / "launcher.toml"  # above repo/, above the pyproject
+        assert not far.exists()
+        far.write_text('with = ["cloudpickle"]\n', encoding="utf-8")
+        want = "['cloudpickle', 'six']"
+    else:
+        _touch_later(con, "six==0.0.1\n")  # nothing satisfies it: no runtime this time
+        want = "[]"
+    out, err, rc = run_in(project, env, py311, "--with-requirements", "req.txt")
+    assert (out, rc) == (want, 0), err
 
 
 def test_a_python_appearing_earlier_on_path(tmp_path: Path, env: dict[str, str], cache_dir: Path,

@@ -157,15 +157,25 @@ def test_fast_path_cache_root_matches_platformdirs(monkeypatch: pytest.MonkeyPat
 
 def test_no_record_without_with_and_memo_watches_launcher_itself(env: dict[str, str], cache_dir: Path,
                                                                  py311: str) -> None:
-    import marshal
-
+    import launcher as installed
     from launcher.bootstrap import GATE_SOURCE
 
-    launcher("run", "--", py311, "-c", "pass", env=env, check=True)
-    assert not list((cache_dir / "runs").glob("*.jsonl"))  # nothing to say, nothing written
-    (memo,) = (cache_dir / "memo").glob("run-*.marshal")
-    plan_name = marshal.loads(memo.read_bytes())[3]
-    watched = {path for path, _sig in marshal.loads((cache_dir / "memo" / plan_name).read_bytes())[2]}
-    # An upgraded launcher (new gate, new version) must not reuse an old plan.
-    assert str(GATE_SOURCE) in watched
-    assert any(p.endswith("launcher/__init__.py") for p in watched)
+    args = ("run", "-v", "--", py311, "-c", "pass")
+    launcher(*args, env=env, check=True)
+    # Nothing to say, nothing written: no record, no install log, no tree,
+    # no lock or stamp -- only the plan (memo), the probe and the gate.
+    written = sorted(str(p.relative_to(cache_dir)) for p in cache_dir.rglob("*") if not p.is_dir())
+    assert {w.split("/")[0] for w in written} == {"memo", "probes", "bootstrap"}, written
+    assert "warm start" in launcher(*args, env=env, check=True).stderr
+    # An upgraded launcher (new gate, new version) must not reuse an old plan:
+    # one of its files with a new mtime (same size, same inode) and the next
+    # run takes the full path, then the one after is warm again.
+    for path in (Path(GATE_SOURCE), Path(installed.__file__)):
+        st = path.stat()
+        try:
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+            assert "warm start" not in launcher(*args, env=env, check=True).stderr, path
+        finally:
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert "warm start" not in launcher(*args, env=env, check=True).stderr, path  # changed back
+        assert "warm start" in launcher(*args, env=env, check=True).stderr, path
