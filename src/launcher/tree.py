@@ -515,7 +515,9 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
         _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=1))
         safety.freeze(tmp)
         _fsync_dir(tmp)
-        _publish(tmp, target, layout)
+        winner = _publish(tmp, target, layout)
+        if winner is not None:
+            return winner
         _fsync_dir(target.parent)
         try:
             layout.failure(interp.abi_key, spec.hash).unlink()
@@ -535,8 +537,17 @@ def _summarise_uv_error(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
+def _publish(tmp: Path, target: Path, layout: CacheLayout) -> Manifest | None:
+    """Rename `tmp` into place; None when it is published, else the manifest
+    of the valid tree another builder published first (ours is discarded)."""
     if os.path.lexists(target):
+        # A builder our lock did not stop (another node on a shared cache,
+        # whose locks are node-local) may have published it since we looked:
+        # the first valid tree stays, workloads may already run from it.
+        manifest, _ = verified(target)
+        if manifest is not None:
+            safety.remove(tmp)
+            return manifest
         # An invalid tree (tampered, or from a killed pre-manifest era):
         # move it aside first so readers never see a half state.
         trash = layout.scratch("trash", target.name)
@@ -554,8 +565,9 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             # Someone without the lock (NFS) won the race: use theirs.
             safety.remove(tmp)
-            return
+            return read_manifest(target)
         raise
+    return None
 
 
 def installer_env() -> dict[str, str]:
@@ -637,14 +649,31 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None:
-    """Remove temp dirs of killed builds of this tree (we hold its lock)."""
+    """Remove temp dirs of killed builds of this tree (we hold its lock).  One
+    whose builder still runs is left alone: on a cache shared between
+    machines (or mount namespaces) with node-local locks, holding the lock
+    does not mean no one else is building."""
     name = layout.tree_name(abi_key, spec_hash)
     if not safety.real_dir(layout.trees):
         return
-    for p in layout.trees.glob(f".tmp-{name}-*"):
-        safety.remove(p)
-    for p in layout.trees.glob(f".trash-{name}-*"):
-        safety.remove(p)
+    for p in [*layout.trees.glob(f".tmp-{name}-*"), *layout.trees.glob(f".trash-{name}-*")]:
+        if not _builder_runs(p.name):
+            safety.remove(p)
+
+
+def _builder_runs(scratch_name: str) -> bool:
+    """Does the process that made this `.tmp-`/`.trash-` dir (its name ends in
+    `-<pid>-<ns>`) still run on this machine?"""
+    pid = scratch_name.rsplit("-", 2)[-2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ------------------------------------------------------- failures and records
