@@ -362,7 +362,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         _clean_stale_tmps(layout, interp.abi_key, spec.hash)
         start = time.time()
         try:
-            manifest = _build(layout, interp, spec, target, build=build, say=say)
+            manifest = _build(layout, interp, spec, target, build=build, say=say, replacing=_identity(target))
         except BuildError as exc:
             _remember_failure(layout, interp, spec, exc)
             _log_install(layout, interp, spec, run_id, requested_by, "failed", time.time() - start, target, exc.message)
@@ -473,7 +473,7 @@ def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
 
 
 def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *, build: str = "fallback",
-           say: Callable[[str], None] | None = None) -> Manifest:
+           say: Callable[[str], None] | None = None, replacing: tuple[int, int] | None = None) -> Manifest:
     from launcher.uvbin import find_uv, uv_version
 
     uv = find_uv()
@@ -515,7 +515,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
         _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=1))
         safety.freeze(tmp)
         _fsync_dir(tmp)
-        winner = _publish(tmp, target, layout)
+        winner = _publish(tmp, target, layout, replacing)
         if winner is not None:
             return winner
         _fsync_dir(target.parent)
@@ -537,17 +537,30 @@ def _summarise_uv_error(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _publish(tmp: Path, target: Path, layout: CacheLayout) -> Manifest | None:
-    """Rename `tmp` into place; None when it is published, else the manifest
-    of the valid tree another builder published first (ours is discarded)."""
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what is at `path` now; None when nothing is."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _publish(tmp: Path, target: Path, layout: CacheLayout,
+             replacing: tuple[int, int] | None = None) -> Manifest | None:
+    """Rename `tmp` into place, replacing the damaged tree `replacing` (the
+    identity of what was at `target` when the build was decided); None when
+    it is published, else the manifest of the valid tree another builder
+    published since (ours is discarded)."""
     if os.path.lexists(target):
-        # A builder our lock did not stop (another node on a shared cache,
-        # whose locks are node-local) may have published it since we looked:
-        # the first valid tree stays, workloads may already run from it.
-        manifest, _ = verified(target)
-        if manifest is not None:
-            safety.remove(tmp)
-            return manifest
+        if _identity(target) != replacing:
+            # A builder our lock did not stop (another node on a shared cache,
+            # whose locks are node-local) published it since we looked: the
+            # first valid tree stays, workloads may already run from it.
+            manifest, _ = verified(target)
+            if manifest is not None:
+                safety.remove(tmp)
+                return manifest
         # An invalid tree (tampered, or from a killed pre-manifest era):
         # move it aside first so readers never see a half state.
         trash = layout.scratch("trash", target.name)
