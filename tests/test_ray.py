@@ -191,3 +191,25 @@ def test_gpu_maps_to_ray_resources() -> None:
     assert gpu_resources("2") == {"GPU": 2.0}
     with pytest.raises(ValueError, match="gpu='A100:x'"):
         gpu_resources("A100:x")
+
+
+def test_only_launcher_ray_imports_ray() -> None:
+    """Statically, on the source: Ray stays an optional extra."""
+    import ast
+
+    src = REPO / "src" / "launcher"
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        if path.is_relative_to(src / "ray"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            offenders += [f"{path.relative_to(src)}: {n}" for n in names if n == "ray" or n.startswith("ray.")]
+    assert offenders == []
+    # ... and launcher.ray imports it only inside what needs a cluster.
+    for path in (src / "ray").glob("*.py"):
+        top = [n for n in ast.parse(path.read_text(encoding="utf-8")).body
+               if isinstance(n, ast.Import | ast.ImportFrom)]
+        assert not [n for n in top if "ray" in [*(a.name for a in n.names if isinstance(n, ast.Import)),
+                                                  getattr(n, "module", None)]], path
