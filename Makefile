@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 SHARED ?= ../shared
 PYTHONS := .pythons
 
-.PHONY: setup demo test lint bench mutate pythons completions torch-env clean
+.PHONY: setup demo test lint bench mutate pythons completions torch-env ray-env clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,5 +55,15 @@ torch-env: .venv-torch/.stamp
 	.venv-torch/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
 	touch $@
 
+# Ray for the multi-node tests and bench (the optional extra `launcher[ray]`):
+# a venv of its own so the main one stays small, with this checkout editable
+# so Ray's workers run the launcher under test.
+ray-env: .venv-ray/.stamp
+.venv-ray/.stamp: pyproject.toml
+	python3.11 -m venv .venv-ray
+	.venv-ray/bin/pip install --quiet --disable-pip-version-check ray==2.60.0
+	.venv-ray/bin/pip install --quiet --disable-pip-version-check -e '.[ray]'
+	touch $@
+
 clean:
-	rm -rf $(VENV) .venv-torch $(PYTHONS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-torch .venv-ray $(PYTHONS) .pytest_cache .mypy_cache .ruff_cache

@@ -332,6 +332,7 @@ def _executor(mode: str) -> RowFn:
 def rows() -> list[tuple[Row, RowFn]]:
     """Every row, in the order of the table (cheap rows first, the cold herd last)."""
     import rows_cache
+    import rows_ray
     from rows_firsthour import launch_installed_row, launch_vs_uv_run_row
 
     return [
@@ -379,6 +380,9 @@ def rows() -> list[tuple[Row, RowFn]]:
         (Row("executor-rss", "executor: driver peak RSS receiving a 200 MB result (3.11)",
              "`launcher.Executor`: `submit(big).result()` (spilled, mapped)",
              "loky's reusable executor, the same", 264, unit="mib"), executor_rss),
+        (Row("ray-tasks", "Ray: 8 SPREAD tasks on 2 nodes importing markupsafe, warm (3.11, ray 2.60)",
+             "tasks under `launcher.ray.runtime_env(--with markupsafe)`: the node's launcher tree",
+             "plain Ray, markupsafe preinstalled (on PYTHONPATH)", 1.10), rows_ray.ray_tasks),
     ]
 
 

@@ -126,3 +126,17 @@ class SlowToPickle:
 
 def half_written(size: int) -> list[object]:
     return [bytes(size), SlowToPickle()]
+
+
+def rank_seen(**kwargs: object) -> dict[str, object]:
+    """What a replica got: its keyword arguments and the rank variables."""
+    return {"kwargs": kwargs, "REPLICA_RANK": os.environ.get("REPLICA_RANK"),
+            "MY_RANK": os.environ.get("MY_RANK")}
+
+
+def hard_exit(code: int) -> None:
+    os._exit(code)
+
+
+def kill_self(sig: int) -> None:
+    os.kill(os.getpid(), sig)

@@ -81,8 +81,8 @@ def test_executor_example_runs(which: str, api_env: dict[str, str], cache_dir: P
     assert Path(tree).parent == cache_dir / "trees" and Path(tree).name.startswith(abi)
     assert lines[2:5] == ["six 1.17.0", "map [1024, 9]", "error ValueError RemoteTraceback"]
     assert lines[5] == ("lambda 42" if which == "same" else "lambda refused: move it into a module")
-    assert lines[6:] == ["rank 0 succeeded ['hello from a replica']",
-                         "rank 1 succeeded ['hello from a replica']"]
+    assert lines[6:] == ["rank 0 succeeded 'hello from a replica'",
+                         "rank 1 succeeded 'hello from a replica'"]
 
 
 def test_run_is_prepare(env: dict[str, str], cache_dir: Path, py313: str, tmp_path: Path) -> None:

@@ -338,7 +338,7 @@ flags = {"find-links": [sys.argv[2]], "offline": True}
 with launcher.Executor(sys.argv[1], max_workers=2, flags=flags) as ex:
     print(sum(ex.map(nap, [0, 0, 0])), len(ex.submit(bytes, 3 << 20).result()))
 with LocalReplicaExecutor(sys.argv[1], flags=flags) as rep:
-    print([r["status"] for r in rep.collect(rep.launch_replicas(2, "helpers.nap", (0,)))])
+    print([r["status"] for r in rep.collect(rep.launch_replicas(2, "helpers.nap", {"s": 0}))])
 """
 
 

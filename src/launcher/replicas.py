@@ -1,9 +1,10 @@
 """Replicas: N processes running one entrypoint, each with its rank.
 
-`ReplicaExecutor` is the backend-neutral contract a scheduler programs
-against (a cluster backend such as Ray or Slurm can implement it);
-`LocalReplicaExecutor` implements it with processes started the launcher way
-(`launcher.prepare()`: runtime tree, gate, preloads) on any interpreter.
+`ServerlessExecutor` is the backend-neutral contract a scheduler programs
+against, exactly as the seed's Protocol spells it (`launcher.ray` implements
+it on a Ray cluster); `LocalReplicaExecutor` implements it with processes
+started the launcher way (`launcher.prepare()`: runtime tree, gate, preloads)
+on any interpreter.
 
 Each replica is the leader of its own process group, so `cancel` (and the
 end of a replica) ends everything it started; its stdout and stderr go to a
@@ -16,6 +17,7 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,38 +37,69 @@ if TYPE_CHECKING:
 Status = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReplicaHandle:
-    """One replica of one launch."""
+    """One launched replica.  `metadata` is the backend's own (here the launch
+    it belongs to and the replica's pid once started); do not rely on its shape."""
 
-    launch: str
     rank: int
+    backend_name: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
-class ReplicaExecutor(Protocol):
-    """Start N replicas of an entrypoint and follow them."""
+class ServerlessExecutor(Protocol):
+    """Start N replicas of an entrypoint and follow them: the seed's Protocol."""
 
-    def launch_replicas(self, n_replicas: int, entrypoint: Callable[..., Any] | str,
-                        entrypoint_args: Sequence[Any] = (), *,
-                        timeout: float = 3600) -> list[ReplicaHandle]:
+    backend_name: str
+    supports_inter_replica_network: bool
+
+    def launch_replicas(self, n_replicas: int, entrypoint: str | Callable[..., Any],
+                        entrypoint_args: Mapping[str, Any], *, gpu: str | None = None,
+                        timeout: int = 3600) -> list[ReplicaHandle]:
         """Start the replicas; handles in rank order.  `entrypoint` is a
-        callable or a dotted path ``"pkg.mod.func"``."""
+        callable or a dotted path ``"pkg.mod.func"``; `entrypoint_args` are its
+        keyword arguments, except ``rank_env``, which names the variable that
+        holds each replica's rank (default ``REPLICA_RANK``)."""
         ...
 
-    def poll(self, handle: ReplicaHandle) -> Status: ...
+    def poll(self, handle: ReplicaHandle) -> str:
+        """"pending" | "running" | "succeeded" | "failed" | "cancelled"."""
+        ...
 
-    def stream_logs(self, handle: ReplicaHandle, *, n_lines: int = 200) -> list[str]:
+    def stream_logs(self, handle: ReplicaHandle, *, n_lines: int = 200) -> str:
         """The last `n_lines` lines the replica printed (stdout and stderr)."""
         ...
 
-    def cancel(self, handle: ReplicaHandle) -> None: ...
+    def cancel(self, handle: ReplicaHandle) -> None:
+        """Best effort; nothing happens (and nothing is raised) for a finished replica."""
+        ...
 
-    def collect(self, handles: Sequence[ReplicaHandle], *,
-                timeout: float | None = None) -> list[dict[str, Any]]:
+    def collect(self, handles: list[ReplicaHandle], *,
+                timeout: int | None = None) -> list[dict[str, Any]]:
         """Wait for the replicas; one dict per rank with at least `rank`,
         `status`, `exit_code`, `error` and `result`."""
         ...
+
+
+# The name this module used before it followed the seed's spelling.
+ReplicaExecutor = ServerlessExecutor
+
+
+def keyword_args(entrypoint_args: object, rank_env: str) -> tuple[dict[str, Any], str]:
+    """The entrypoint's keyword arguments and the rank variable's name, out of
+    `entrypoint_args` (a Mapping whose ``rank_env`` key, if any, is ours)."""
+    if not isinstance(entrypoint_args, Mapping):
+        raise TypeError(
+            f"entrypoint_args must be a Mapping of keyword arguments for the entrypoint, not "
+            f"{type(entrypoint_args).__name__} {entrypoint_args!r}: pass {{'name': value, ...}}")
+    kwargs = dict(entrypoint_args)
+    name = kwargs.pop("rank_env", rank_env)
+    if not isinstance(name, str) or not name or "=" in name:
+        raise ValueError(f"entrypoint_args['rank_env'] must name an environment variable, not {name!r}")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise TypeError("entrypoint_args must have str keys (they are the entrypoint's keyword arguments)")
+    return kwargs, name
 
 
 # ------------------------------------------------------------------ local
@@ -77,6 +110,7 @@ class _Replica:
     rank: int
     run_dir: Path
     timeout: float
+    rank_env: str
     proc: subprocess.Popen[bytes] | None = None
     status: Status = "pending"
     exit_code: int | None = None
@@ -105,7 +139,7 @@ class _Replica:
 
 
 class LocalReplicaExecutor:
-    """`ReplicaExecutor` with local processes started by `launcher.prepare()`.
+    """`ServerlessExecutor` with local processes started by `launcher.prepare()`.
 
     ``LocalReplicaExecutor(python=None, *, flags=None, settings=None, cwd=None,
     environ=None, env_policy="inherit", env_allow=(), rank_env="REPLICA_RANK",
@@ -113,6 +147,9 @@ class LocalReplicaExecutor:
     results live in a private directory (under `log_dir`, default the
     launcher's cache) that `close()` removes.
     """
+
+    backend_name = "local_process"
+    supports_inter_replica_network = True  # the replicas share this machine's loopback
 
     def __init__(self, python: str | os.PathLike[str] | None = None, *,
                  flags: Mapping[str, Any] | None = None, settings: Settings | None = None,
@@ -137,26 +174,30 @@ class LocalReplicaExecutor:
 
     # ---------------------------------------------------------------- launch
 
-    def launch_replicas(self, n_replicas: int, entrypoint: Callable[..., Any] | str,
-                        entrypoint_args: Sequence[Any] = (), *,
-                        timeout: float = 3600) -> list[ReplicaHandle]:
+    def launch_replicas(self, n_replicas: int, entrypoint: str | Callable[..., Any],
+                        entrypoint_args: Mapping[str, Any], *, gpu: str | None = None,
+                        timeout: int = 3600) -> list[ReplicaHandle]:
+        kwargs, rank_env = keyword_args(entrypoint_args, self.rank_env)
         if n_replicas < 1:
             raise ValueError("n_replicas must be at least 1")
-        entry = dumps_for(self.command, {"entrypoint": entrypoint, "args": tuple(entrypoint_args),
-                                         "paths": self.command.paths})
+        if gpu is not None:
+            sys.stderr.write(f"launcher: LocalReplicaExecutor ignores gpu={gpu!r}: local replicas "
+                             "share whatever GPUs this machine shows them\n")
+        entry = entry_file(self.command.paths, dumps_for(self.command, {"entrypoint": entrypoint,
+                                                                        "kwargs": kwargs}))
         run_dir = private_dir(self._root, "replicas")
         P.write_private(str(run_dir / "entry.pkl"), entry)
         launch = run_dir.name
-        replicas = [_Replica(rank, run_dir, timeout) for rank in range(n_replicas)]
+        replicas = [_Replica(rank, run_dir, timeout, rank_env) for rank in range(n_replicas)]
         self._launches[launch] = replicas
         for rep in replicas:
             threading.Thread(target=self._watch, args=(rep, n_replicas),
                              name=f"launcher-replica-{launch}-{rep.rank}", daemon=True).start()
-        return [ReplicaHandle(launch, rep.rank) for rep in replicas]
+        return [ReplicaHandle(rep.rank, self.backend_name, {"launch": launch}) for rep in replicas]
 
     def _start(self, rep: _Replica, world: int) -> subprocess.Popen[bytes]:
         env = dict(self.command.env)
-        env[self.rank_env] = str(rep.rank)
+        env[rep.rank_env] = str(rep.rank)
         env[self.world_env] = str(world)
         log = P.open_private(str(rep.log))
         # The lifeline: we keep the write end until the replica is gone; if we
@@ -237,15 +278,15 @@ class LocalReplicaExecutor:
 
     def _get(self, handle: ReplicaHandle) -> _Replica:
         try:
-            return self._launches[handle.launch][handle.rank]
-        except (KeyError, IndexError):
+            return self._launches[handle.metadata["launch"]][handle.rank]
+        except (KeyError, IndexError, TypeError):
             raise ValueError(f"unknown replica {handle}") from None
 
     def poll(self, handle: ReplicaHandle) -> Status:
         return self._get(handle).status
 
-    def stream_logs(self, handle: ReplicaHandle, *, n_lines: int = 200) -> list[str]:
-        return _tail(self._get(handle).log, n_lines)
+    def stream_logs(self, handle: ReplicaHandle, *, n_lines: int = 200) -> str:
+        return "\n".join(_tail(self._get(handle).log, n_lines))
 
     def cancel(self, handle: ReplicaHandle) -> None:
         """End the replica and every process in its group; returns when they are gone."""
@@ -275,9 +316,16 @@ class LocalReplicaExecutor:
         """Cancel what still runs and remove the logs and results."""
         for launch, replicas in list(self._launches.items()):
             for rep in replicas:
-                self.cancel(ReplicaHandle(launch, rep.rank))
+                self.cancel(ReplicaHandle(rep.rank, self.backend_name, {"launch": launch}))
             safety.remove(replicas[0].run_dir)
         self._launches.clear()
+
+
+def entry_file(paths: Sequence[str], entry: bytes) -> bytes:
+    """What a replica loads: the project's import paths as a plain pickle the
+    worker reads first, then the pickled entrypoint, which may name a module
+    only those paths make importable (a function of the driver's project)."""
+    return pickle.dumps(list(paths), protocol=4) + entry
 
 
 def _tail(path: Path, n_lines: int) -> list[str]:

@@ -362,7 +362,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         _clean_stale_tmps(layout, interp.abi_key, spec.hash)
         start = time.time()
         try:
-            manifest = _build(layout, interp, spec, target, build=build, say=say)
+            manifest = _build(layout, interp, spec, target, build=build, say=say, replacing=_identity(target))
         except BuildError as exc:
             _remember_failure(layout, interp, spec, exc)
             _log_install(layout, interp, spec, run_id, requested_by, "failed", time.time() - start, target, exc.message)
@@ -470,7 +470,7 @@ def _install(uv: str, interp: Interpreter, spec: Spec, tmp: Path, *, build: str,
 
 
 def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *, build: str = "fallback",
-           say: Callable[[str], None] | None = None) -> Manifest:
+           say: Callable[[str], None] | None = None, replacing: tuple[int, int] | None = None) -> Manifest:
     from launcher.uvbin import find_uv, uv_version
 
     uv = find_uv()
@@ -512,7 +512,9 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
         _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=1))
         safety.freeze(tmp)
         _fsync_dir(tmp)
-        _publish(tmp, target, layout)
+        winner = _publish(tmp, target, layout, replacing)
+        if winner is not None:
+            return winner
         _fsync_dir(target.parent)
         try:
             layout.failure(interp.abi_key, spec.hash).unlink()
@@ -545,8 +547,30 @@ def _summarise_uv_error(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what is at `path` now; None when nothing is."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _publish(tmp: Path, target: Path, layout: CacheLayout,
+             replacing: tuple[int, int] | None = None) -> Manifest | None:
+    """Rename `tmp` into place, replacing the damaged tree `replacing` (the
+    identity of what was at `target` when the build was decided); None when
+    it is published, else the manifest of the valid tree another builder
+    published since (ours is discarded)."""
     if os.path.lexists(target):
+        if _identity(target) != replacing:
+            # A builder our lock did not stop (another node on a shared cache,
+            # whose locks are node-local) published it since we looked: the
+            # first valid tree stays, workloads may already run from it.
+            manifest, _ = verified(target)
+            if manifest is not None:
+                safety.remove(tmp)
+                return manifest
         # An invalid tree (tampered, or from a killed pre-manifest era):
         # move it aside first so readers never see a half state.
         trash = layout.scratch("trash", target.name)
@@ -564,8 +588,9 @@ def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             # Someone without the lock (NFS) won the race: use theirs.
             safety.remove(tmp)
-            return
+            return read_manifest(target)
         raise
+    return None
 
 
 def installer_env() -> dict[str, str]:
@@ -647,14 +672,31 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None:
-    """Remove temp dirs of killed builds of this tree (we hold its lock)."""
+    """Remove temp dirs of killed builds of this tree (we hold its lock).  One
+    whose builder still runs is left alone: on a cache shared between
+    machines (or mount namespaces) with node-local locks, holding the lock
+    does not mean no one else is building."""
     name = layout.tree_name(abi_key, spec_hash)
     if not safety.real_dir(layout.trees):
         return
-    for p in layout.trees.glob(f".tmp-{name}-*"):
-        safety.remove(p)
-    for p in layout.trees.glob(f".trash-{name}-*"):
-        safety.remove(p)
+    for p in [*layout.trees.glob(f".tmp-{name}-*"), *layout.trees.glob(f".trash-{name}-*")]:
+        if not _builder_runs(p.name):
+            safety.remove(p)
+
+
+def _builder_runs(scratch_name: str) -> bool:
+    """Does the process that made this `.tmp-`/`.trash-` dir (its name ends in
+    `-<pid>-<ns>`) still run on this machine?"""
+    pid = scratch_name.rsplit("-", 2)[-2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ------------------------------------------------------- failures and records

@@ -330,10 +330,15 @@ def replica_main(argv):
     try:
         fd = os.open(os.path.join(run_dir, "entry.pkl"), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
+            import pickle
+
+            # The project's paths come first in the file and go on sys.path
+            # before the entrypoint is unpickled: it may be a function of a
+            # module only they make importable.
+            _add_project_paths(pickle.load(f))
             entry = cloudpickle.load(f)
-        _add_project_paths(entry["paths"])
         fn = _resolve(entry["entrypoint"])
-        result = fn(*entry["args"])
+        result = fn(**entry["kwargs"])
         sink = P.SpillSink(base + ".result", threshold=0)
         _dump_result(result, sink, cloudpickle)
         sink.close()
