@@ -13,7 +13,7 @@ from launcher.ui import say
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Shell completion: 'launcher completions bash|zsh|fish' (see the README).")
-@click.version_option(__version__, prog_name="launcher")
+@click.version_option(__version__, "-V", "--version", prog_name="launcher")
 def cli() -> None:
     """Give every Python process of a job ABI-matched runtime packages and native preloads."""
 
