@@ -178,7 +178,9 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             # LAUNCHER_PYTHON would be ambiguous with interpreters; --python only.
             continue
         if key in LIST_KEYS:
-            out[key] = [x.strip() for x in raw.split(",") if x.strip()]
+            # Whitespace or newlines, as pip's PIP_* lists: a comma belongs to
+            # a requirement ('pydantic>=2,<3', 'pkg[a,b]'), never splits it.
+            out[key] = raw.split()
         elif key in ("offline", "record"):
             # Empty means unset-ish (false); anything pydantic cannot read as a
             # boolean ("maybe") is reported rather than silently taken as false.
@@ -255,10 +257,26 @@ def _check_one(source: str, key: str, value: Any) -> None:
         fix: str | None
         if key == "with" and err["type"] == "value_error":
             fix = "use PEP 508 requirements such as 'six>=1.16' or 'markupsafe==3.0.3'"
+            if source == "environment" and any(_comma_joined(r) for r in value):
+                fix = (f"separate the requirements of {env_name(key)} with spaces or newlines, not commas "
+                       f"(LAUNCHER_WITH='six markupsafe')")
         else:
             allowed = _allowed(key)
             fix = f"use {allowed}" if allowed else None
         raise UsageError(f"{where} = {value!r} is invalid: {msg}", fix=fix) from None
+
+
+def _comma_joined(req: str) -> bool:
+    """'six,markupsafe': names joined by commas, the old list syntax."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    parts = req.split(",")
+    if len(parts) < 2:
+        return False
+    try:
+        return all(Requirement(p).name for p in parts)
+    except InvalidRequirement:
+        return False
 
 
 def describe_source(key: str, source: str) -> str:
