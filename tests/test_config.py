@@ -226,3 +226,14 @@ def test_comma_joined_lists_name_the_separator(tmp_path: Path, env: dict[str, st
     env["LAUNCHER_PRELOAD"] = "jemalloc tcmalloc"
     env["LAUNCHER_WITH"] = "six markupsafe"
     assert _config(env, tmp_path)["settings"]["preload"]["value"] == ["jemalloc", "tcmalloc"]
+
+
+@pytest.mark.parametrize("req", ["six @ http://[::1", "six @ http://host:x/six.whl", "six @ nohost",
+                                 "six @ https:///six.whl"])
+def test_a_malformed_direct_reference_is_one_line_and_exit_2(req: str, tmp_path: Path, env: dict[str, str],
+                                                             py311: str) -> None:
+    """Refused before anything runs, not by the installer after the command started."""
+    proc = launcher("run", "--with", req, "--", py311, "-c", "print('ran')", env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("launcher: ") and "URL" in line, line

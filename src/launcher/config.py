@@ -47,9 +47,11 @@ class Settings(BaseModel):
 
         for r in v:
             try:
-                Requirement(r)
+                req = Requirement(r)
             except InvalidRequirement as exc:
                 raise ValueError(f"invalid requirement {r!r}: {str(exc).splitlines()[0]}") from None
+            if req.url and (problem := _url_problem(req.url)):
+                raise ValueError(f"invalid requirement {r!r}: its URL {problem}")
         return v
 
     @field_validator("index_url")
@@ -71,6 +73,25 @@ class Settings(BaseModel):
         if v is not None and os.pathsep in v:
             raise ValueError(f"it contains {os.pathsep!r}, which PYTHONPATH cannot carry")
         return v
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a direct reference's URL cannot be fetched, caught here rather than
+    by the installer after the command has started."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port: 'http://host:x' raises here
+    except ValueError as exc:
+        return f"is malformed ({exc})"
+    if not parts.scheme:
+        return "has no scheme (https://, file://, git+https://, ...)"
+    if parts.scheme != "file" and not parts.netloc:
+        return "names no host"
+    if any(c.isspace() for c in url):
+        return "contains whitespace"
+    return None
 
 
 KEYS: dict[str, str] = {
@@ -257,6 +278,8 @@ def _check_one(source: str, key: str, value: Any) -> None:
         fix: str | None
         if key == "with" and err["type"] == "value_error":
             fix = "use PEP 508 requirements such as 'six>=1.16' or 'markupsafe==3.0.3'"
+            if "its URL" in msg:
+                fix = "write a direct reference as 'name @ https://host/path/name-1.0-py3-none-any.whl'"
             if source == "environment" and any(_comma_joined(r) for r in value):
                 fix = (f"separate the requirements of {env_name(key)} with spaces or newlines, not commas "
                        f"(LAUNCHER_WITH='six markupsafe')")
