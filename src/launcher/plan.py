@@ -25,6 +25,7 @@ from launcher.config import Resolved, Settings, cache_root, resolve
 from launcher.errors import BuildError, CommandNotExecutable, CommandNotFound, UsageError
 from launcher.probe import Interpreter, interpreter_path, probe
 from launcher.spec import RequirementFiles, Spec, spec_for
+from launcher.words import plural
 
 if TYPE_CHECKING:
     from launcher.preload import Library
@@ -375,8 +376,8 @@ def _ensure_tree(store: _Store, interp: Interpreter, spec: Spec, settings: Setti
     except BuildError as exc:
         return PreparedInterpreter(interp, None, "failed", exc.message, shim=shim)
     if result.state != "present" and out.built is not None:
-        out.built(f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
-                  f"package(s)) in {result.manifest.build_seconds:.1f}s")
+        out.built(f"{result.state} runtime {result.path.name} ("
+                  f"{plural(len(result.manifest.distributions), 'package')}) in {result.manifest.build_seconds:.1f}s")
     # `launcher cache` reports (and prunes by) this "last used" stamp.
     from launcher.cache.manage import mark_used
 

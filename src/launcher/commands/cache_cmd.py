@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from launcher.ui import reports_errors, say
+from launcher.words import plural
 
 if TYPE_CHECKING:
     from launcher.cache import CacheLayout
@@ -43,9 +44,21 @@ def _resolved(cache_dir: str | None) -> tuple[CacheLayout, Settings]:
     return layout, settings
 
 
-@click.group("cache", short_help="Inspect and clean the cache.")
-def command() -> None:
-    """Inspect and clean the runtime trees and records in the cache."""
+@click.group("cache", short_help="Inspect and clean the cache.", invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Inspect and clean the runtime trees (the --with packages, installed
+    once per interpreter ABI) and records in the cache."""
+    if ctx.invoked_subcommand is None:
+        # Not an error: someone looking for what there is.
+        lines = ["Usage: launcher cache COMMAND [ARGS]...", "", "Commands:"]
+        names = command.list_commands(ctx)
+        width = max(map(len, names))
+        for name in names:
+            lines.append(f"  {name:<{width}}  {command.commands[name].get_short_help_str(limit=70)}")
+        lines += ["", "More: launcher cache --help, launcher cache COMMAND --help"]
+        click.echo("\n".join(lines))
+        ctx.exit(0)
 
 
 @command.command("list", short_help="List runtime trees and their status.")
@@ -173,7 +186,7 @@ def verify(trees: tuple[str, ...], repair: bool, cache_dir: str | None, as_json:
         if not checks:
             say("no runtime trees to verify")
         elif bad:
-            say(f"{len(bad)} of {len(checks)} runtime tree(s) damaged: {', '.join(c.name for c in bad)}"
+            say(f"{len(bad)} of {plural(len(checks), 'runtime tree')} damaged: {', '.join(c.name for c in bad)}"
                 + ("" if repair else " (launcher cache verify --repair rebuilds them)"))
     if bad:
         sys.exit(1)

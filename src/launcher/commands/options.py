@@ -35,7 +35,7 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
     (click.option("--index-url", metavar="URL", help="Passed to the installer."), "index-url"),
     (click.option("--offline", is_flag=True, default=None, help="Install only from local sources."),
      "offline"),
-    (click.option("--python", "python", multiple=True, metavar="PYTHON",
+    (click.option("-p", "--python", "python", multiple=True, metavar="PYTHON",
                   help="An interpreter to prepare before launch: a path, a name on PATH or a venv "
                        "dir (repeatable)."), "python"),
     (click.option("--preload", multiple=True, metavar="LIB", shell_complete=_complete_preload,
@@ -45,7 +45,8 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
                   help="Preload into Python descendants only (default) or into every process."),
      "preload-scope"),
     (click.option("--preload-missing", type=click.Choice(["reexec", "warn", "ignore"]),
-                  help="What an interpreter not started through the shim does (default reexec)."),
+                  help="What an interpreter not started through the shim (the wrapper that sets the "
+                       "preloads) does (default reexec)."),
      "preload-missing"),
     (click.option("--cache-dir", metavar="DIR", help="Cache root (default: LAUNCHER_CACHE_DIR or the "
                                                        "user cache dir)."), "cache-dir"),

@@ -9,6 +9,7 @@ import click
 
 from launcher.commands.options import explicit_flags, runtime_options_saying
 from launcher.ui import reports_errors, say
+from launcher.words import plural
 
 
 @click.command("prewarm", short_help="Build runtime trees ahead of time.")
@@ -32,6 +33,6 @@ def command(ctx: click.Context, jobs: str | None, quiet: bool, **params: Any) ->
                    tty=not quiet and on_terminal(sys.stderr))
     failed = [j for j in done if j.state == "failed"]
     if failed:
-        say(f"prewarm: {len(failed)} of {len(done)} runtime tree(s) failed; "
+        say(f"prewarm: {len(failed)} of {plural(len(done), 'runtime tree')} failed; "
             "run 'launcher doctor' for the installer's output")
         sys.exit(1)

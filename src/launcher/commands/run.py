@@ -24,6 +24,11 @@ from launcher.ui import reports_errors, say
 def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, **params: Any) -> None:
     """Run COMMAND so every Python it starts gets the runtime and preloads.
 
+    Every descendant interpreter (any Python COMMAND starts, however deep)
+    imports the --with packages from a runtime tree (installed once per
+    interpreter ABI, in the cache) and gets the --preload libraries through
+    the shim (a tiny wrapper that starts Python with them set).
+
     COMMAND is exec'd: its exit code, signals and stdio are its own.  A
     build that takes a while shows progress on stderr (a live line on a
     terminal); -q says nothing unless something fails, -v says what was
