@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,28 @@ def _complete_preload(ctx: click.Context, param: click.Parameter, incomplete: st
     if "/" in incomplete:
         return [CompletionItem(incomplete, type="file")]
     return [CompletionItem(n) for n in SHORT_NAMES if n.startswith(incomplete)]
+
+
+def complete_command(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The command after `--`: its name from PATH (then files, where the
+    shell falls back to them), its arguments as files."""
+    words = ctx.params.get(param.name or "") or ()
+    # The file item first: bash's script resets its replies at a file item,
+    # then falls back to file names only when no command matched.
+    items = [CompletionItem(incomplete, type="file")]
+    if words or "/" in incomplete:
+        return items
+    names: set[str] = set()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            with os.scandir(d or ".") as it:
+                for e in it:
+                    if e.name.startswith(incomplete) and e.name not in names and \
+                            e.is_file() and os.access(e.path, os.X_OK):
+                        names.add(e.name)
+        except OSError:
+            continue
+    return items + [CompletionItem(n) for n in sorted(names)]
 
 
 BUILD_POLICIES = ("never", "fallback", "always")

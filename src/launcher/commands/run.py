@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from launcher import execute
-from launcher.commands.options import explicit_flags, runtime_options
+from launcher.commands.options import complete_command, explicit_flags, runtime_options
 from launcher.ui import reports_errors, say
 
 
@@ -18,7 +18,7 @@ from launcher.ui import reports_errors, say
 @runtime_options
 @click.option("-q", "--quiet", is_flag=True, help="Say nothing unless something fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what is prepared.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, shell_complete=complete_command)
 @click.pass_context
 @reports_errors
 def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, **params: Any) -> None:
