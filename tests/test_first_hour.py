@@ -221,3 +221,21 @@ def test_expired_failure_record_is_history_and_prune_removes_it(py311: str, env:
     assert [r["kind"] for r in json.loads(done.stdout)["removed"]] == ["failure-record"]
     assert not record.exists()
     assert launcher("doctor", env=expired, cwd=tmp_path).returncode == 0
+
+
+def test_readme_says_how_to_install_before_usage() -> None:
+    """Issue 20: uv tool, pipx and pip, from a checkout or a built wheel, before Usage."""
+    text = (REPO / "README.md").read_text()
+    install = text.index("\n## Install\n")
+    assert install < text.index("\n## Usage\n")
+    section = text[install:text.index("\n## Usage\n")]
+    for how in ("uv tool install .", "pipx install .", "pip install .", "uv build --wheel", ".whl",
+                "launcher --version", "-V"):
+        assert how in section, how
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str, env: dict[str, str]) -> None:
+    from launcher import __version__
+
+    assert launcher(flag, env=env, check=True).stdout == f"launcher, version {__version__}\n"
