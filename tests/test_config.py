@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import launcher
+from conftest import WHEELHOUSE, launcher
 
 # key: (file value (TOML), env value, flag value, what each resolves to).
 # Paths from the file are relative to the file; from env/flags they are kept.
@@ -237,3 +237,19 @@ def test_a_malformed_direct_reference_is_one_line_and_exit_2(req: str, tmp_path:
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
     [line] = proc.stderr.splitlines()
     assert line.startswith("launcher: ") and "URL" in line, line
+
+
+def test_the_warm_path_reads_list_variables_as_the_full_path_does(tmp_path: Path, env: dict[str, str],
+                                                                 py311: str) -> None:
+    """The warm path keys on the raw value: a second requirement added after a
+    space is a new plan, not the remembered one."""
+    show = "import importlib.util as u; print(sorted(n for n in ('six', 'markupsafe') if u.find_spec(n)))"
+    args = ["run", "-v", "--find-links", str(WHEELHOUSE), "--offline", "--", py311, "-c", show]
+    env["LAUNCHER_WITH"] = "six"
+    for warm in (False, True):
+        proc = launcher(*args, env=env, cwd=tmp_path, check=True)
+        assert proc.stdout == "['six']\n" and ("warm start" in proc.stderr) == warm, proc.stderr
+    env["LAUNCHER_WITH"] = "six markupsafe>=2,<4"
+    for warm in (False, True):
+        proc = launcher(*args, env=env, cwd=tmp_path, check=True)
+        assert proc.stdout == "['markupsafe', 'six']\n" and ("warm start" in proc.stderr) == warm, proc.stderr

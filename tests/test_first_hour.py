@@ -31,8 +31,8 @@ def test_launcher_alone_prints_short_help_and_exits_0(env: dict[str, str]) -> No
 def test_help_explains_each_term_where_first_used(env: dict[str, str]) -> None:
     """Issue 20: 'runtime tree', 'descendant interpreter' and 'shim' are
     explained at (or before) their first use in each help a user reads first."""
-    for args in ([], ["--help"], ["run", "--help"]):
-        out = launcher(*args, env=env, check=True).stdout
+    for args in ([], ["--help"], *([c, "--help"] for c in ("run", "doctor", "prewarm", "config", "cache"))):
+        out = " ".join(launcher(*args, env=env, check=True).stdout.split())  # (terms wrap in columns)
         for term, words in (("runtime tree", "installed once per"), ("descendant interpreter", "Python"),
                             ("shim", "wrapper")):
             if term not in out:

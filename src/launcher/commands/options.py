@@ -47,11 +47,13 @@ BUILD_POLICIES = ("never", "fallback", "always")
 # (click declaration, config key)
 RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
     (click.option("--with", "with_", multiple=True, metavar="REQ",
-                  help="A requirement every descendant interpreter must be able to import (repeatable)."), "with"),
+                  help="A requirement every descendant interpreter (any Python the command starts, however "
+                       "deep) must be able to import (repeatable)."), "with"),
     (click.option("--with-requirements", multiple=True, metavar="FILE", type=click.Path(),
                   help="A requirements file (repeatable)."), "with-requirements"),
     (click.option("--with-priority", type=click.Choice(["last", "first"]),
-                  help="Put the runtime tree after (default) or before the interpreter's site-packages."),
+                  help="Put the runtime tree (the --with packages, installed once per interpreter ABI) "
+                       "after (default) or before the interpreter's site-packages."),
      "with-priority"),
     (click.option("--find-links", multiple=True, metavar="DIR|URL", help="Passed to the installer."),
      "find-links"),

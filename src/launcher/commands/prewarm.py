@@ -23,7 +23,8 @@ from launcher.words import plural
 @click.pass_context
 @reports_errors
 def command(ctx: click.Context, jobs: str | None, quiet: bool, as_json: bool, **params: Any) -> None:
-    """Build the runtime trees for each --python ahead of time (e.g. in a CI image).
+    """Build the runtime trees (the --with packages, installed once per
+    interpreter ABI) for each --python ahead of time (e.g. in a CI image).
 
     Takes the same options and configuration as `launcher run`; a later
     `launcher run` with the same settings finds its trees ready.
