@@ -62,8 +62,9 @@ def _warm(ws: Workspace, launcher: str, py: str) -> Cmd:
     checked to take the warm path with nothing heavy imported."""
     a = Cmd([launcher, "run", *WITH_ARGS, "--", py, "-c", PASS], ws.launcher_env())
     subprocess.run(a.argv, env=a.env, check=True, capture_output=True, timeout=300)
-    interpreter = Path(launcher).read_text().split("\n", 1)[0][2:].strip()
-    probe = _output([interpreter, "-X", "importtime", *a.argv], a.env)
+    # As the script's sh prologue runs it: the venv's python, isolated, no site.
+    interpreter = str(Path(launcher).parent / "python")
+    probe = _output([interpreter, "-I", "-S", "-X", "importtime", *a.argv], a.env)
     mods = imported_modules(probe.stderr)
     heavy = sorted(m for m in mods if m in NOT_ON_THE_WARM_PATH or m.split(".")[0] in HEAVY)
     if probe.returncode != 0 or "launcher._fastrun" not in mods or heavy:

@@ -77,7 +77,7 @@ def test_list(cache: Path, py311: str, py313: str, py313t: str) -> None:
     assert len({t["spec_hash"] for t in rows.values()}) == 1
 
     text = launcher("cache", "list", env=base_env(cache), check=True).stdout.splitlines()
-    assert text[0].split() == ["ABI", "SPEC", "PYTHON", "REQUIREMENTS", "SIZE", "LAST", "USED", "STATUS"]
+    assert text[0].split() == ["TREE", "PYTHON", "REQUIREMENTS", "SIZE", "USED", "STATUS"]
     assert len(text) == 4
     assert all(ln.rstrip().endswith("valid") and " six " in ln for ln in text[1:])
 
@@ -283,3 +283,46 @@ def test_bad_age(cache: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == ("launcher: --older-than 'soon' is not an age "
                            "(use a number with a unit: 30d, 12h, 90m, 45s or 2w)\n")
+
+
+def test_list_fits_the_terminal_and_its_names_are_what_the_other_commands_take(cache: Path) -> None:
+    """Issue 20: a table within COLUMNS=100 whose TREE column verify, info and
+    prune accept, and unique prefixes of a name or of its spec hash."""
+    env = dict(base_env(cache), COLUMNS="100")
+    out = launcher("cache", "list", env=env, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["TREE", "PYTHON"]
+    assert all(len(line) <= 100 for line in lines), out
+    names = [line.split()[0] for line in lines[1:]]
+    assert sorted(names) == sorted(trees_by_abi(cache)[a].name for a in ("cp311", "cp313", "cp313t"))
+    for name in names:
+        assert launcher("cache", "verify", name, env=env, check=True).stdout.startswith(f"ok        {name}")
+        assert json.loads(launcher("cache", "info", name, "--json", env=env, check=True).stdout)["name"] == name
+    cp311 = trees_by_abi(cache)["cp311"].name
+    for prefix in ("cp311", "cp311-x86"):
+        assert f"tree:           {cp311}" in launcher("cache", "info", prefix, env=env, check=True).stdout
+    # One requirement set, three ABIs: a spec hash alone names all three.
+    short_hash = cp311.rsplit("-", 1)[1][:6]
+    assert "matches 3 runtime trees" in launcher("cache", "info", short_hash, env=env).stderr
+    ambiguous = launcher("cache", "verify", "cp313", env=env)  # cp313 and cp313t
+    assert ambiguous.returncode == 2
+    [line] = ambiguous.stderr.splitlines()
+    assert "'cp313' is ambiguous: it matches 2 runtime trees" in line, line
+    pruned = launcher("cache", "prune", "cp311", "--json", env=env, check=True).stdout
+    assert [r["path"] for r in json.loads(pruned)["removed"]] == [str(cache / "trees" / cp311)]
+    assert not (cache / "trees" / cp311).exists() and len(trees_by_abi(cache)) == 2
+
+
+def test_cache_dir_prints_the_root(tmp_path: Path) -> None:
+    env = base_env(tmp_path / "not-yet")
+    assert launcher("cache", "dir", env=env, check=True).stdout == f"{tmp_path / 'not-yet'}\n"
+    assert launcher("cache", "dir", "--cache-dir", str(tmp_path / "x"), env=env,
+                    check=True).stdout == f"{tmp_path / 'x'}\n"
+
+
+def test_prewarm_json(cache: Path, py311: str) -> None:
+    proc = launcher("prewarm", "--json", "-p", py311, *offline_with("six"), env=base_env(cache), check=True)
+    got = json.loads(proc.stdout)
+    [job] = got["trees"]
+    assert got["failed"] == 0 and job["state"] == "present" and job["tree"] == trees_by_abi(cache)["cp311"].name
+    assert proc.stderr == ""

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from conftest import launcher
+from conftest import WHEELHOUSE, launcher
 
 # key: (file value (TOML), env value, flag value, what each resolves to).
 # Paths from the file are relative to the file; from env/flags they are kept.
 CASES: dict[str, tuple[str, str | None, Any, Any, Any, Any]] = {
     # family: requirements
-    "with": ('["six"]', "markupsafe,psutil", ["attrs"], ["six"], ["markupsafe", "psutil"], ["attrs"]),
+    "with": ('["six"]', "markupsafe psutil", ["attrs"], ["six"], ["markupsafe", "psutil"], ["attrs"]),
     "with-requirements": ('["req.txt"]', "/env/req.txt", ["flag.txt"], "FILE/req.txt", ["/env/req.txt"],
                           ["flag.txt"]),
     "with-priority": ('"first"', "last", "first", "first", "last", "first"),
@@ -200,3 +200,56 @@ def test_unparsable_toml(tmp_path: Path, env: dict[str, str]) -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1
     assert proc.stderr.startswith(f"launcher: {tmp_path / 'launcher.toml'}: cannot parse")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("pydantic>=2,<3", ["pydantic>=2,<3"]),  # one requirement: its comma never splits it
+    ("six markupsafe[a,b]>=2,!=2.1", ["six", "markupsafe[a,b]>=2,!=2.1"]),
+    ("six\nmarkupsafe>=2,<4\n", ["six", "markupsafe>=2,<4"]),
+    # A direct reference is written without spaces in a list (as in pip's).
+    ("six@https://example.org/six-1.17.0-py2.py3-none-any.whl markupsafe",
+     ["six@https://example.org/six-1.17.0-py2.py3-none-any.whl", "markupsafe"]),
+])
+def test_list_variables_are_separated_by_whitespace(value: str, expected: list[str], tmp_path: Path,
+                                                    env: dict[str, str]) -> None:
+    """As pip's PIP_* lists: spaces or newlines separate, so any PEP 508
+    requirement fits in one item."""
+    env["LAUNCHER_WITH"] = value
+    assert _config(env, tmp_path)["settings"]["with"]["value"] == expected
+
+
+def test_comma_joined_lists_name_the_separator(tmp_path: Path, env: dict[str, str]) -> None:
+    env["LAUNCHER_WITH"] = "six,markupsafe"
+    proc = launcher("config", env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "spaces or newlines, not commas" in proc.stderr, proc.stderr
+    env["LAUNCHER_PRELOAD"] = "jemalloc tcmalloc"
+    env["LAUNCHER_WITH"] = "six markupsafe"
+    assert _config(env, tmp_path)["settings"]["preload"]["value"] == ["jemalloc", "tcmalloc"]
+
+
+@pytest.mark.parametrize("req", ["six @ http://[::1", "six @ http://host:x/six.whl", "six @ nohost",
+                                 "six @ https:///six.whl"])
+def test_a_malformed_direct_reference_is_one_line_and_exit_2(req: str, tmp_path: Path, env: dict[str, str],
+                                                             py311: str) -> None:
+    """Refused before anything runs, not by the installer after the command started."""
+    proc = launcher("run", "--with", req, "--", py311, "-c", "print('ran')", env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("launcher: ") and "URL" in line, line
+
+
+def test_the_warm_path_reads_list_variables_as_the_full_path_does(tmp_path: Path, env: dict[str, str],
+                                                                 py311: str) -> None:
+    """The warm path keys on the raw value: a second requirement added after a
+    space is a new plan, not the remembered one."""
+    show = "import importlib.util as u; print(sorted(n for n in ('six', 'markupsafe') if u.find_spec(n)))"
+    args = ["run", "-v", "--find-links", str(WHEELHOUSE), "--offline", "--", py311, "-c", show]
+    env["LAUNCHER_WITH"] = "six"
+    for warm in (False, True):
+        proc = launcher(*args, env=env, cwd=tmp_path, check=True)
+        assert proc.stdout == "['six']\n" and ("warm start" in proc.stderr) == warm, proc.stderr
+    env["LAUNCHER_WITH"] = "six markupsafe>=2,<4"
+    for warm in (False, True):
+        proc = launcher(*args, env=env, cwd=tmp_path, check=True)
+        assert proc.stdout == "['markupsafe', 'six']\n" and ("warm start" in proc.stderr) == warm, proc.stderr

@@ -279,18 +279,18 @@ def test_stderr_is_dev_full(unbuffered: str | None, env: dict[str, str], py311: 
 def test_internal_error_runs_the_command(tmp_path: Path, env: dict[str, str], py311: str) -> None:
     """A bug in the launcher (injected into its own process) is one line; the
     command still runs, bare."""
-    fault = tmp_path / "fault"
-    fault.mkdir()
-    (fault / "sitecustomize.py").write_text(
-        "import os, sys\n"
-        "if sys.executable == os.environ.get('FAULT_EXE'):\n"
-        "    import launcher.plan\n"
-        "    def boom(*a, **k):\n"
-        "        raise RuntimeError('injected')\n"
-        "    launcher.plan.probe = boom\n", encoding="utf-8")
-    launcher_python = LAUNCHER.read_text(encoding="utf-8").splitlines()[0][2:].strip()
-    env = dict(env, PYTHONPATH=str(fault), FAULT_EXE=launcher_python)
-    proc = launcher("run", *offline_with("six"), "--", py311, "-c", PAYLOAD, env=env)
+    # Injected in the launcher's interpreter itself: a PYTHONPATH sitecustomize
+    # no longer reaches it (it runs isolated, issue 20).
+    inject = ("import sys\n"
+              "import launcher.plan\n"
+              "def boom(*a, **k):\n"
+              "    raise RuntimeError('injected')\n"
+              "launcher.plan.probe = boom\n"
+              "sys.argv = ['launcher', *sys.argv[1:]]\n"
+              "from launcher.__main__ import main\n"
+              "main()\n")
+    proc = subprocess.run([str(LAUNCHER.parent / "python"), "-c", inject, "run", *offline_with("six"), "--", py311,
+                           "-c", PAYLOAD], env=env, capture_output=True, text=True, timeout=300)
     assert_ran_bare_like(proc, lines=1)
     assert "internal error (RuntimeError: injected)" in proc.stderr
 

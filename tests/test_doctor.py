@@ -452,3 +452,45 @@ def test_doctor_json_does_not_import_rich(tmp_path: Path) -> None:
             "diagnose([], {})\nassert 'rich' not in sys.modules, 'rich imported'\n")
     subprocess.run([sys.executable, "-c", code], env=_env(tmp_path / "cache"), cwd=tmp_path, check=True,
                    timeout=120)
+
+
+@pytest.mark.parametrize(("argv", "wrapper"), [
+    (["tox", "-e", "py311"], "tox"),
+    (["uvx", "tox", "-e", "py311"], "tox"),
+    (["sudo", "python3", "-c", "pass"], "sudo"),
+    (["sudo", "-E", "python3", "-c", "pass"], None),
+    (["systemd-run", "--user", "--wait", "python3", "-c", "pass"], "systemd-run"),
+    (["python3", "-c", "pass"], None),
+])
+def test_doctor_names_environment_filtering_wrappers(argv: list[str], wrapper: str | None, tmp_path: Path) -> None:
+    """Issue 20: a wrapper that starts its command with an environment of its
+    own drops the gate silently; doctor says so, with the fix."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("tox", "uvx", "sudo", "systemd-run"):  # stand-ins: doctor only reads the command line
+        (bindir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bindir / name).chmod(0o755)
+    env = _env(tmp_path / "cache")
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    _, report = doctor_json("--", *argv, env=env, cwd=tmp_path)
+    found = [f for f in report.findings() if f.check == "command" and f.facts.get("wrapper")]
+    if wrapper is None:
+        assert found == []
+        return
+    [f] = found
+    assert f.status == "warn" and f.facts["wrapper"] == wrapper and f.fix
+    if wrapper == "tox":
+        assert "pass_env = PYTHONPATH, LAUNCHER_*" in f.fix
+    else:
+        assert f"{wrapper} launcher run" in f.fix or "launcher run" in f.fix
+
+
+def test_recipes_cover_the_wrappers_and_agree_with_doctor() -> None:
+    from launcher.doctor.checks.command import PASS_THROUGH
+
+    text = (REPO / "docs" / "recipes.md").read_text()
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["tox", "nox", "pre-commit", "pytest-xdist", "Jupyter kernels", "Ray", "Dask"]
+    tox = text.split("## tox", 1)[1].split("## nox", 1)[0]
+    for var in PASS_THROUGH:  # the lines doctor's fix names are the recipe's
+        assert f"    {var}\n" in tox and f'"{var}"' in tox, var

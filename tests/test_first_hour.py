@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -24,7 +25,56 @@ def test_launcher_alone_prints_short_help_and_exits_0(env: dict[str, str]) -> No
     assert out.startswith("Usage: launcher")
     for name in ("run", "doctor", "prewarm", "cache", "config", "completions"):
         assert f"\n  {name} " in out, name
-    assert "_build" not in out and len(out.splitlines()) < 20
+    assert "_build" not in out and len(out.splitlines()) < 30
+
+
+def test_help_explains_each_term_where_first_used(env: dict[str, str]) -> None:
+    """Issue 20: 'runtime tree', 'descendant interpreter' and 'shim' are
+    explained at (or before) their first use in each help a user reads first."""
+    for args in ([], ["--help"], *([c, "--help"] for c in ("run", "doctor", "prewarm", "config", "cache"))):
+        out = " ".join(launcher(*args, env=env, check=True).stdout.split())  # (terms wrap in columns)
+        for term, words in (("runtime tree", "installed once per"), ("descendant interpreter", "Python"),
+                            ("shim", "wrapper")):
+            if term not in out:
+                continue
+            first = out.index(term)
+            assert words in out[first:first + 160], (args, term, out[first:first + 160])
+        assert "(s)" not in out
+
+
+def test_cache_alone_prints_its_short_help_and_exits_0(env: dict[str, str]) -> None:
+    proc = launcher("cache", env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("Usage: launcher cache COMMAND")
+    for name in ("list", "info", "dir", "verify", "prune", "clear"):
+        assert f"\n  {name} " in proc.stdout, name
+
+
+def test_completions_alone_is_one_usage_line_naming_the_shells(env: dict[str, str]) -> None:
+    proc = launcher("completions", env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert "launcher completions bash|fish|zsh" in line, line
+
+
+def test_short_option_p_for_python(env: dict[str, str], tmp_path: Path) -> None:
+    py = os.path.realpath(LAUNCHER.parent / "python")
+    for command in ("run", "prewarm", "doctor", "config"):
+        assert "-p, --python PYTHON" in launcher(command, "--help", env=env, check=True).stdout, command
+    got = json.loads(launcher("config", "--json", "-p", py, env=env, cwd=tmp_path, check=True).stdout)
+    assert got["settings"]["python"]["value"] == [py]
+
+
+def test_counts_read_as_words() -> None:
+    from launcher.words import plural
+
+    assert (plural(1, "package"), plural(6, "package"), plural(0, "tree")) == ("1 package", "6 packages",
+                                                                               "0 trees")
+    src = REPO / "src" / "launcher"
+    count = re.compile(r"\}\s+[a-z ]+(?<!http)\(s\)")  # "{len(x)} runtime tree(s)"
+    offenders = [f"{p.relative_to(src)}:{n}" for p in src.rglob("*.py")
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if count.search(line)]
+    assert not offenders, offenders
 
 
 def test_top_help_shows_whole_summaries(env: dict[str, str]) -> None:
@@ -171,3 +221,21 @@ def test_expired_failure_record_is_history_and_prune_removes_it(py311: str, env:
     assert [r["kind"] for r in json.loads(done.stdout)["removed"]] == ["failure-record"]
     assert not record.exists()
     assert launcher("doctor", env=expired, cwd=tmp_path).returncode == 0
+
+
+def test_readme_says_how_to_install_before_usage() -> None:
+    """Issue 20: uv tool, pipx and pip, from a checkout or a built wheel, before Usage."""
+    text = (REPO / "README.md").read_text()
+    install = text.index("\n## Install\n")
+    assert install < text.index("\n## Usage\n")
+    section = text[install:text.index("\n## Usage\n")]
+    for how in ("uv tool install .", "pipx install .", "pip install .", "uv build --wheel", ".whl",
+                "launcher --version", "-V"):
+        assert how in section, how
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str, env: dict[str, str]) -> None:
+    from launcher import __version__
+
+    assert launcher(flag, env=env, check=True).stdout == f"launcher, version {__version__}\n"

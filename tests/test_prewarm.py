@@ -167,7 +167,7 @@ def test_a_failed_tree_fails_the_command(penv: dict[str, str], py311: str) -> No
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
     assert any(": failed: resolving no-such-package-xyz failed" in ln for ln in lines), proc.stderr
-    assert lines[-1].startswith("launcher: prewarm: 1 of 1 runtime tree(s) failed")
+    assert lines[-1].startswith("launcher: prewarm: 1 of 1 runtime tree failed")
 
 
 def test_nothing_to_prewarm(penv: dict[str, str], tmp_path: Path) -> None:

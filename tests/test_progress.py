@@ -70,7 +70,7 @@ def test_a_slow_build_shows_a_live_line_on_a_terminal(slow: list[str], env: dict
     assert live, err
     assert "\x1b[" in err  # terminal control: a live line, redrawn
     assert max(t for _, t in live) >= "0:00:01"  # the elapsed time runs
-    assert re.search(r"launcher: built runtime cp311-\S+ \(1 package\(s\)\) in \d+\.\ds", err)
+    assert re.search(r"launcher: built runtime cp311-\S+ \(1 package\) in \d+\.\ds", err)
 
 
 def test_off_a_terminal_one_plain_line(slow: list[str], env: dict[str, str], py311: str) -> None:
@@ -111,7 +111,7 @@ def test_verbose_reports_a_warm_start_in_one_line(env: dict[str, str], py311: st
     assert warm.stdout == "out\n"
     [line] = warm.stderr.splitlines()
     # One runtime tree (3.11, --with six), and the files it watches: never 0 of either.
-    assert re.fullmatch(r"launcher: warm start: [1-9]\d* watched files and 1 runtime tree\(s\) unchanged, "
+    assert re.fullmatch(r"launcher: warm start: [1-9]\d* watched files and 1 runtime tree unchanged, "
                         r"reusing the prepared plan; "
                         rf"exec {re.escape(py311)} -c print\('out'\)", line), line
     quiet = launcher(*[a for a in args if a != "-v"], env=env, check=True)

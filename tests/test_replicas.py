@@ -112,7 +112,7 @@ def test_cancel_ends_the_replica_and_its_children(replicas: LocalReplicaExecutor
 def test_a_replica_that_returns_leaves_nothing_running(replicas: LocalReplicaExecutor) -> None:
     """What a rank started and left behind ends with it: its whole group is
     killed once the rank has exited, as after a cancel."""
-    (h,) = replicas.launch_replicas(1, "executor_tasks.leave_a_sleeper")
+    (h,) = replicas.launch_replicas(1, "executor_tasks.leave_a_sleeper", {})
     (out,) = replicas.collect([h], timeout=120)
     assert out["status"] == "succeeded", out
     sleeper = out["result"]

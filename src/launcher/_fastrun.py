@@ -150,7 +150,7 @@ def try_fast(args: "list[str]") -> None:
     if ("-v" in args or "--verbose" in args) and verbose(args):
         try:
             os.write(2, (f"launcher: warm start: {len(watched)} watched files and {len(trees)} runtime "
-                         f"tree(s) unchanged, reusing the prepared plan; exec {' '.join(argv)}\n"
+                         f"tree{'s' if len(trees) != 1 else ''} unchanged, reusing the prepared plan; exec {' '.join(argv)}\n"
                          ).encode("utf-8", "replace"))
         except OSError:
             pass

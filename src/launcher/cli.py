@@ -13,9 +13,18 @@ from launcher.ui import say
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Shell completion: 'launcher completions bash|zsh|fish' (see the README).")
-@click.version_option(__version__, prog_name="launcher")
+@click.version_option(__version__, "-V", "--version", prog_name="launcher")
 def cli() -> None:
-    """Give every Python process of a job ABI-matched runtime packages and native preloads."""
+    """Give every Python process of a job ABI-matched runtime packages and native preloads.
+
+    \b
+    Terms used below:
+      descendant interpreter  any Python the command starts, however deep
+      runtime tree            the --with packages, installed once per
+                              interpreter ABI into the cache
+      shim                    a tiny wrapper that starts Python with the
+                              preloads (LD_PRELOAD) set for it alone
+    """
 
 
 def _register() -> None:
@@ -42,8 +51,11 @@ _register()
 def short_help() -> str:
     """What `launcher` alone prints: the usage, one line per command, where to read more."""
     ctx = click.Context(cli, info_name="launcher")
-    lines = ["Usage: launcher COMMAND [ARGS]...", "",
-             "  " + (cli.help or "").strip(), "", "Commands:"]
+    import inspect
+
+    text = inspect.cleandoc(cli.help or "").replace("\b\n", "")  # (\b: click's "keep my lines")
+    lines = ["Usage: launcher COMMAND [ARGS]...", "", *("  " + x if x else x for x in text.splitlines()),
+             "", "Commands:"]
     names = [n for n in cli.list_commands(ctx) if not (cli.commands[n].hidden)]
     width = max(len(n) for n in names)
     for name in names:

@@ -51,9 +51,11 @@ class Settings(BaseModel):
 
         for r in v:
             try:
-                Requirement(r)
+                req = Requirement(r)
             except InvalidRequirement as exc:
                 raise ValueError(f"invalid requirement {r!r}: {str(exc).splitlines()[0]}") from None
+            if req.url and (problem := _url_problem(req.url)):
+                raise ValueError(f"invalid requirement {r!r}: its URL {problem}")
         return v
 
     @field_validator("index_url")
@@ -75,6 +77,25 @@ class Settings(BaseModel):
         if v is not None and os.pathsep in v:
             raise ValueError(f"it contains {os.pathsep!r}, which PYTHONPATH cannot carry")
         return v
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a direct reference's URL cannot be fetched, caught here rather than
+    by the installer after the command has started."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port: 'http://host:x' raises here
+    except ValueError as exc:
+        return f"is malformed ({exc})"
+    if not parts.scheme:
+        return "has no scheme (https://, file://, git+https://, ...)"
+    if parts.scheme != "file" and not parts.netloc:
+        return "names no host"
+    if any(c.isspace() for c in url):
+        return "contains whitespace"
+    return None
 
 
 KEYS: dict[str, str] = {
@@ -182,7 +203,9 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             # LAUNCHER_PYTHON would be ambiguous with interpreters; --python only.
             continue
         if key in LIST_KEYS:
-            out[key] = [x.strip() for x in raw.split(",") if x.strip()]
+            # Whitespace or newlines, as pip's PIP_* lists: a comma belongs to
+            # a requirement ('pydantic>=2,<3', 'pkg[a,b]'), never splits it.
+            out[key] = raw.split()
         elif key in ("offline", "record", "isolated"):
             # Empty means unset-ish (false); anything pydantic cannot read as a
             # boolean ("maybe") is reported rather than silently taken as false.
@@ -259,10 +282,28 @@ def _check_one(source: str, key: str, value: Any) -> None:
         fix: str | None
         if key == "with" and err["type"] == "value_error":
             fix = "use PEP 508 requirements such as 'six>=1.16' or 'markupsafe==3.0.3'"
+            if "its URL" in msg:
+                fix = "write a direct reference as 'name @ https://host/path/name-1.0-py3-none-any.whl'"
+            if source == "environment" and any(_comma_joined(r) for r in value):
+                fix = (f"separate the requirements of {env_name(key)} with spaces or newlines, not commas "
+                       f"(LAUNCHER_WITH='six markupsafe')")
         else:
             allowed = _allowed(key)
             fix = f"use {allowed}" if allowed else None
         raise UsageError(f"{where} = {value!r} is invalid: {msg}", fix=fix) from None
+
+
+def _comma_joined(req: str) -> bool:
+    """'six,markupsafe': names joined by commas, the old list syntax."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    parts = req.split(",")
+    if len(parts) < 2:
+        return False
+    try:
+        return all(Requirement(p).name for p in parts)
+    except InvalidRequirement:
+        return False
 
 
 def describe_source(key: str, source: str) -> str:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TextIO
 
+from launcher.words import plural
+
 if TYPE_CHECKING:
     from launcher.tree import TreeResult
 
@@ -33,8 +35,8 @@ def activity_for(stream: TextIO, *, quiet: bool, say: Callable[[str], None]) -> 
 def built_line(result: TreeResult) -> str:
     """What a finished build says once its live line has vanished (run -v,
     a terminal, or a build the gate started)."""
-    return (f"{result.state} runtime {result.path.name} ({len(result.manifest.distributions)} "
-            f"package(s)) in {result.manifest.build_seconds:.1f}s")
+    return (f"{result.state} runtime {result.path.name} ("
+            f"{plural(len(result.manifest.distributions), 'package')}) in {result.manifest.build_seconds:.1f}s")
 
 
 def on_terminal(stream: TextIO) -> bool:

@@ -37,6 +37,7 @@ from launcher.cache.layout import read_only
 from launcher.errors import BuildError
 from launcher.probe import Interpreter
 from launcher.spec import Spec
+from launcher.words import plural
 
 MANIFEST = ".launcher-manifest.json"
 CONSTRAINTS = ".launcher-constraints.txt"  # only while uv runs
@@ -483,7 +484,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
         if bad:
             rel, why = bad[0]
             raise BuildError(
-                f"the installer produced {len(bad)} extension module(s) {interp.abi_key} cannot import, "
+                f"the installer produced {plural(len(bad), 'extension module')} {interp.abi_key} cannot import, "
                 f"e.g. {rel} ({why})",
                 fix="pin a version that publishes wheels for this interpreter",
             )

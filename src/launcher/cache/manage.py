@@ -357,6 +357,16 @@ def prune(layout: CacheLayout, older_than: float, *, dry_run: bool = False,
     return _sweep(layout, Report(dry_run=dry_run), why, cutoff, failure_cutoff)
 
 
+def remove(layout: CacheLayout, names: Iterable[str], *, dry_run: bool = False) -> Report:
+    """Remove the named trees (whatever their age) unless a process holds them."""
+    wanted = set(names)
+    report = Report(dry_run=dry_run)
+    _remove_trees(layout, [(t, "named") for t in list_trees(layout) if t.name in wanted and t.status != "symlink"],
+                  report)
+    _remove_orphan_stamps(layout, report)
+    return report
+
+
 def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
     """Remove every tree not held, stale build dirs, run and failure records,
     the probe cache and the fast-path memo.  Kept: requirement sets (a running

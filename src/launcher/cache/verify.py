@@ -54,14 +54,24 @@ def select(layout: CacheLayout, names: Sequence[str]) -> list[str]:
                          fix=f"chmod 700 {layout.trees}") from None
     if not names:
         return present
-    out = []
-    for n in names:
-        name = Path(n).name if "/" in n else n
-        if name not in present:
-            raise UsageError(f"no runtime tree {n!r} in {layout.trees}",
-                             fix="see 'launcher cache list' for the trees there are")
-        out.append(name)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(match(present, n, layout.trees) for n in names))
+
+
+def match(present: Sequence[str], given: str, where: Path) -> str:
+    """The tree `given` names: its name, its path, or a unique prefix of either
+    the name or its spec hash (the last part), as git takes short hashes."""
+    name = Path(given).name if "/" in given else given
+    if name in present:
+        return name
+    found = [p for p in present if name and (p.startswith(name) or p.rsplit("-", 1)[-1].startswith(name))]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UsageError(f"no runtime tree {given!r} in {where}",
+                         fix="see 'launcher cache list' for the trees there are")
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    raise UsageError(f"{given!r} is ambiguous: it matches {len(found)} runtime trees ({shown})",
+                     fix="give more of the name")
 
 
 def check_tree(layout: CacheLayout, name: str) -> TreeCheck:

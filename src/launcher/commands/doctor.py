@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from launcher.commands.options import explicit_flags, runtime_options_saying
+from launcher.commands.options import complete_command, explicit_flags, runtime_options_saying
 from launcher.ui import reports_errors
 
 
@@ -19,7 +19,8 @@ from launcher.ui import reports_errors
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as JSON (schema: launcher.doctor.models.Report; see --schema).")
 @click.option("--schema", is_flag=True, help="Print the JSON Schema of --json and exit.")
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS]...]")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS]...]",
+                shell_complete=complete_command)
 @click.pass_context
 @reports_errors
 def command(ctx: click.Context, argv: tuple[str, ...], as_json: bool, schema: bool, **params: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +20,40 @@ def _complete_preload(ctx: click.Context, param: click.Parameter, incomplete: st
     return [CompletionItem(n) for n in SHORT_NAMES if n.startswith(incomplete)]
 
 
+def complete_command(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The command after `--`: its name from PATH (then files, where the
+    shell falls back to them), its arguments as files."""
+    words = ctx.params.get(param.name or "") or ()
+    # The file item first: bash's script resets its replies at a file item,
+    # then falls back to file names only when no command matched.
+    items = [CompletionItem(incomplete, type="file")]
+    if words or "/" in incomplete:
+        return items
+    names: set[str] = set()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            with os.scandir(d or ".") as it:
+                for e in it:
+                    if e.name.startswith(incomplete) and e.name not in names and \
+                            e.is_file() and os.access(e.path, os.X_OK):
+                        names.add(e.name)
+        except OSError:
+            continue
+    return items + [CompletionItem(n) for n in sorted(names)]
+
+
 BUILD_POLICIES = ("never", "fallback", "always")
 
 # (click declaration, config key)
 RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
     (click.option("--with", "with_", multiple=True, metavar="REQ",
-                  help="A requirement every descendant interpreter must be able to import (repeatable)."), "with"),
+                  help="A requirement every descendant interpreter (any Python the command starts, however "
+                       "deep) must be able to import (repeatable)."), "with"),
     (click.option("--with-requirements", multiple=True, metavar="FILE", type=click.Path(),
                   help="A requirements file (repeatable)."), "with-requirements"),
     (click.option("--with-priority", type=click.Choice(["last", "first"]),
-                  help="Put the runtime tree after (default) or before the interpreter's site-packages."),
+                  help="Put the runtime tree (the --with packages, installed once per interpreter ABI) "
+                       "after (default) or before the interpreter's site-packages."),
      "with-priority"),
     (click.option("--find-links", multiple=True, metavar="DIR|URL", help="Passed to the installer."),
      "find-links"),
@@ -40,7 +65,7 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
      "isolated"),
     (click.option("--lock", metavar="FILE", help="Install exactly the pins of this lock file "
                                                   "('launcher lock'); resolve nothing."), "lock"),
-    (click.option("--python", "python", multiple=True, metavar="PYTHON",
+    (click.option("-p", "--python", "python", multiple=True, metavar="PYTHON",
                   help="An interpreter to prepare before launch: a path, a name on PATH or a venv "
                        "dir (repeatable)."), "python"),
     (click.option("--preload", multiple=True, metavar="LIB", shell_complete=_complete_preload,
@@ -50,7 +75,8 @@ RUNTIME_OPTIONS: list[tuple[Callable[[Any], Any], str]] = [
                   help="Preload into Python descendants only (default) or into every process."),
      "preload-scope"),
     (click.option("--preload-missing", type=click.Choice(["reexec", "warn", "ignore"]),
-                  help="What an interpreter not started through the shim does (default reexec)."),
+                  help="What an interpreter not started through the shim (the wrapper that sets the "
+                       "preloads) does (default reexec)."),
      "preload-missing"),
     (click.option("--cache-dir", metavar="DIR", help="Cache root (default: LAUNCHER_CACHE_DIR or the "
                                                        "user cache dir)."), "cache-dir"),

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from launcher import execute
-from launcher.commands.options import explicit_flags, runtime_options
+from launcher.commands.options import complete_command, explicit_flags, runtime_options
 from launcher.ui import reports_errors, say
 
 
@@ -20,12 +20,17 @@ from launcher.ui import reports_errors, say
 @click.option("-v", "--verbose", is_flag=True, help="Say what is prepared.")
 @click.option("--refresh", is_flag=True, help="Resolve the requirements again and forget remembered "
                                               "build failures.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, shell_complete=complete_command)
 @click.pass_context
 @reports_errors
 def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool, refresh: bool,
         **params: Any) -> None:
     """Run COMMAND so every Python it starts gets the runtime and preloads.
+
+    Every descendant interpreter (any Python COMMAND starts, however deep)
+    imports the --with packages from a runtime tree (installed once per
+    interpreter ABI, in the cache) and gets the --preload libraries through
+    the shim (a tiny wrapper that starts Python with them set).
 
     COMMAND is exec'd: its exit code, signals and stdio are its own.  A
     build that takes a while shows progress on stderr (a live line on a

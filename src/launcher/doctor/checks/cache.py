@@ -14,6 +14,7 @@ from typing import Any
 
 from launcher.cache import CacheLayout, safety
 from launcher.doctor.models import Finding, fail, ok, warn
+from launcher.words import plural
 
 LOW_SPACE = 1 << 30  # below this, a runtime with torch-sized wheels will not fit
 NO_SPACE = 100 << 20
@@ -198,7 +199,7 @@ def lock_findings(layout: CacheLayout, lock_timeout: float) -> list[Finding]:
             out.append(warn("lock", f"{pid_file} has no lock file beside it (left by a killed build)",
                             f"rm {pid_file}", record=str(pid_file)))
     if not out:
-        out.append(ok("lock", f"no build in progress ({len(locks)} lock file(s), none held)",
+        out.append(ok("lock", f"no build in progress ({plural(len(locks), 'lock file')}, none held)",
                       locks=len(locks), held=held))
     return out
 

@@ -64,6 +64,7 @@ def analyse_command(argv: list[str], environ: dict[str, str], cwd: Path) -> Comm
             "prepared in-process by the gate", "to check an interpreter it starts, add --python PATH"))
         return out
     out.findings.extend(_env_prefix_findings(out))
+    out.findings.extend(_filtering_wrapper_findings(rest))
     _classify(out, rest, cwd)
     if out.interpreter is not None:
         out.findings.extend(_bypass_findings(out))
@@ -121,6 +122,48 @@ def _env_prefix_findings(a: CommandAnalysis) -> list[Finding]:
             "set PYTHONPATH before `launcher run` instead; the launcher keeps your entries",
             pythonpath=pp))
     return out
+
+
+# What the launcher hands its command: these must reach every interpreter.
+PASS_THROUGH = ("PYTHONPATH", "LAUNCHER_*", "PYTHON_EXEC", "LD_PRELOAD")
+TOX_FIX = ("let them through in tox.ini: [testenv] pass_env = " + ", ".join(PASS_THROUGH)
+           + ' (tox.toml: pass_env = [' + ", ".join(f'"{v}"' for v in PASS_THROUGH) + ']); see docs/recipes.md')
+
+
+def _wrapped(argv: list[str]) -> list[str]:
+    """The words of the tool the command runs: past `uvx`, `pipx run` and `python -m`."""
+    while argv:
+        base = os.path.basename(argv[0])
+        if base == "uvx" and len(argv) > 1:
+            argv = argv[1:]
+        elif (base == "pipx" and argv[1:2] == ["run"]) or (looks_like_python(base) and argv[1:2] == ["-m"]):
+            argv = argv[2:]
+        else:
+            return argv
+    return argv
+
+
+def _filtering_wrapper_findings(argv: list[str]) -> list[Finding]:
+    """Wrappers known to start their command with an environment of their own."""
+    words = _wrapped(list(argv))
+    if not words:
+        return []
+    tool = os.path.basename(words[0])
+    lost = "PYTHONPATH and the LAUNCHER_* variables the launcher prepares do not reach"
+    if tool in ("tox", "tox4"):
+        return [warn("command", f"tox filters the environment of its test environments (pass_env): {lost} "
+                     "a tox env's python, so the gate does not run there", TOX_FIX, wrapper="tox")]
+    if tool in ("sudo", "doas") and not any(w in ("-E", "--preserve-env") or w.startswith("--preserve-env=")
+                                            for w in words[1:]):
+        return [warn("command", f"{tool} resets the environment: {lost} what it starts",
+                     f"run the launcher under {tool} instead: {tool} launcher run ... -- COMMAND",
+                     wrapper=tool)]
+    if tool == "systemd-run":
+        return [warn("command", f"systemd-run starts the command from the service manager, with its "
+                     f"environment, not yours: {lost} the unit",
+                     "run the launcher inside the unit: systemd-run ... launcher run ... -- COMMAND",
+                     wrapper=tool)]
+    return []
 
 
 def _classify(a: CommandAnalysis, rest: list[str], cwd: Path) -> None:

@@ -20,6 +20,7 @@ from launcher.doctor.context import abi_tag
 from launcher.doctor.models import Finding, fail, ok, warn
 from launcher.probe import Interpreter
 from launcher.tree import EXT_TAG, built_for
+from launcher.words import plural
 
 # Debian's version-less dir, on the path of every python3 (and PyPy) of the system.
 _SHARED_DIR = re.compile(r"/lib/python3/dist-packages/?$")
@@ -134,7 +135,7 @@ def scan_environment(interp: Interpreter, dirs: list[tuple[str, str]]) -> list[F
         elif not seen_total:
             message = f"no compiled extension modules in {', '.join(scanned)}"
         else:
-            message = f"all {seen_total} extension module(s) in {', '.join(scanned)} load in {tag}"
+            message = f"all {plural(seen_total, 'extension module')} in {', '.join(scanned)} load in {tag}"
         findings.append(ok("environment", message, extensions=seen_total, dirs=list(scanned)))
     return findings
 
@@ -144,7 +145,7 @@ def _shared_finding(tag: str, root: str, dists: list[tuple[tuple[str, str | None
     extensions for its default one only: worth knowing, not an error of this environment."""
     names = ", ".join(f"{n} {v}" if v else n for (n, v), _ in dists)
     built = sorted({e.built_for.split(" (")[0] for _, exts in dists for e in exts})
-    return warn("environment", f"{root} is shared by the system's python3 interpreters; {len(dists)} package(s) "
+    return warn("environment", f"{root} is shared by the system's python3 interpreters; {plural(len(dists), 'package')} "
                                f"there have extension modules built for {', '.join(built)} that {tag} cannot "
                                f"import: {names}",
                 "if this interpreter needs one of them, install it into its own venv, or launch with "
@@ -157,7 +158,7 @@ def _finding(interp: Interpreter, tag: str, root: str, kind: str, name: str, ver
              exts: list[BadExtension], has_pip: bool) -> Finding:
     first = exts[0]
     who = f"{name} {version}" if version else f"{name} (no installer record)"
-    more = f" (and {len(exts) - 1} more file(s))" if len(exts) > 1 else ""
+    more = f" (and {plural(len(exts) - 1, 'more file')})" if len(exts) > 1 else ""
     if first.abi3_free_threaded:
         why = (f"uses the stable ABI (abi3), which the free-threaded {tag} cannot use: it may refuse "
                "to import or crash")

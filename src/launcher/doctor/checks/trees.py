@@ -17,6 +17,7 @@ from launcher.doctor.models import Finding, fail, ok, warn
 from launcher.probe import Interpreter
 from launcher.spec import Spec
 from launcher.tree import MANIFEST, Failure, foreign_extensions, last_failure, verified
+from launcher.words import plural
 
 LOG_LINES = 8
 
@@ -38,7 +39,7 @@ def tree_findings(layout: CacheLayout, interp: Interpreter, spec: Spec, failure_
         bad = foreign_extensions(target, interp)
         if bad:
             rel, why = bad[0]
-            return [fail("tree", f"runtime tree {target.name} holds {len(bad)} extension module(s) "
+            return [fail("tree", f"runtime tree {target.name} holds {plural(len(bad), 'extension module')} "
                                  f"{abi_tag(interp)} cannot import, e.g. {rel} ({why})",
                          f"rm -rf {target}, then pin versions that publish wheels for {abi_tag(interp)}",
                          state="foreign", files=[b[0] for b in bad], **facts)]
@@ -150,7 +151,7 @@ def cache_tree_findings(layout: CacheLayout, skip: set[str]) -> list[Finding]:
     if not trees and not out:
         out.append(ok("tree", "no runtime trees in the cache yet", trees=0, bytes=0))
     elif not out:
-        out.append(ok("tree", f"{len(trees)} runtime tree(s) in the cache, {size / 1e6:.1f} MB, pass the cheap "
+        out.append(ok("tree", f"{plural(len(trees), 'runtime tree')} in the cache, {size / 1e6:.1f} MB, pass the cheap "
                               "check (sizes, mtimes, no file added or missing); 'launcher cache verify' hashes "
                               "every file", trees=len(trees), bytes=size))
     return out
