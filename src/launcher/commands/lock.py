@@ -10,6 +10,7 @@ import click
 
 from launcher.commands.options import explicit_flags, runtime_options_saying
 from launcher.ui import reports_errors, say
+from launcher.words import plural
 
 
 @click.command("lock", short_help="Pin the job's runtime packages per ABI in a lock file.")
@@ -36,4 +37,4 @@ def command(ctx: click.Context, output: str, quiet: bool, **params: Any) -> None
     for line in lines:
         say(line)
     if not quiet:
-        say(f"locked {len(lock.pins)} package(s) for {len(lock.abi_pins)} ABI(s) in {Path(output)}")
+        say(f"locked {plural(len(lock.pins), 'package')} for {plural(len(lock.abi_pins), 'ABI')} in {Path(output)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from launcher.cache import CacheLayout
 from launcher.doctor.models import Finding, ok
 from launcher.records import load, run_paths
+from launcher.words import plural
 
 
 def record_findings(layout: CacheLayout) -> list[Finding]:
@@ -22,8 +23,8 @@ def record_findings(layout: CacheLayout) -> list[Finding]:
         notes.append(f"{len(missing)} without their runtime")
     if failed:
         notes.append("exit " + ", ".join(f"{s} (pid {pid})" for pid, s in failed.items()))
-    what = f"{len(run.processes)} interpreter(s), {', '.join(abis) or 'no ABI recorded'}"
-    return [ok("record", f"{len(paths)} recorded run(s); the latest, {run.id}, had {what}"
+    what = f"{plural(len(run.processes), 'interpreter')}, {', '.join(abis) or 'no ABI recorded'}"
+    return [ok("record", f"{plural(len(paths), 'recorded run')}; the latest, {run.id}, had {what}"
                          + (f"; {'; '.join(notes)}" if notes else "")
                          + f": see 'launcher runs show {run.id}'",
                runs=len(paths), latest=run.id, latest_path=run.path, without_runtime=missing)]
