@@ -63,17 +63,16 @@ def used_stamp(layout: CacheLayout, name: str) -> Path:
 
 def mark_used(layout: CacheLayout, tree: Path) -> None:
     """Record that a tree was just prepared for use (one utime; best effort)."""
-    stamp = used_stamp(layout, tree.name)
     try:
-        os.utime(stamp, follow_symlinks=False)
-    except FileNotFoundError:
-        try:
-            stamp.parent.mkdir(exist_ok=True, mode=0o700)
-            if safety.real_dir(stamp.parent):  # never write through a link
-                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        except OSError:
-            pass
-    except OSError:
+        with safety.opened(layout.root, "used", create=True) as fd:  # never through a link
+            try:
+                os.utime(tree.name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                stamp = os.open(tree.name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                dir_fd=fd)
+                os.fchmod(stamp, 0o600)
+                os.close(stamp)
+    except (OSError, safety.UntrustedCache):
         pass
 
 
@@ -253,8 +252,8 @@ def probed(layout: CacheLayout) -> Iterator[dict[str, Any]]:
         return
     for p in sorted(layout.probes.glob("*.json")):
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(safety.read_file(layout.root, "probes", p.name) or b"")
+        except ValueError:
             continue
         if isinstance(data, dict):
             yield data
