@@ -189,6 +189,30 @@ def problems(layout: CacheLayout, *, extra: tuple[Path, ...] = ()) -> list[Probl
     return out
 
 
+def code_dir_problems(layout: CacheLayout) -> list[Problem]:
+    """Rule 1 on every directory of code outside the trees, and all in them:
+    each gate in bootstrap/ (and its __pycache__), each shim dir in shims/.
+    What `cache verify` and `doctor` report; `launcher run` checks the ones it uses."""
+    out = []
+    for area in (layout.bootstrap, layout.shims):
+        try:
+            names = sorted(os.listdir(area)) if real_dir(area) else []
+        except OSError:
+            continue
+        for name in names:
+            path = area / name
+            if not real_dir(path):
+                found = dir_problem(path) or stat_problem(path, os.lstat(path))
+                if found is not None:
+                    out.append(found)
+                continue
+            for d in (path, path / "__pycache__"):
+                found = dir_problem(d) or _entries_problem(d)
+                if found is not None:
+                    out.append(found)
+    return out
+
+
 def check(layout: CacheLayout, *, extra: tuple[Path, ...] = ()) -> None:
     """Refuse (UntrustedCache, exit 2) unless the cache is safe to run code from."""
     found = problems(layout, extra=extra)
@@ -421,6 +445,37 @@ def remove(path: Path) -> list[str]:
         os.rmdir(path)
     except OSError as exc:
         errors.append(f"{path}: {exc.strerror or exc}")
+    return errors
+
+
+def remove_at(dir_fd: int, name: str, where: Path) -> list[str]:
+    """`remove` of the entry `name` of the open directory `dir_fd` (shown as
+    `where`): the directory it sits in cannot be swapped for a link meanwhile."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        return [f"{where}: {exc.strerror or exc}"]
+    errors: list[str] = []
+    if not stat.S_ISDIR(st.st_mode):
+        _unlink(name, dir_fd, errors, str(where.parent))
+        return errors
+    try:
+        fd = _open_dir(name, dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # replaced by a link meanwhile: unlink the link
+            _unlink(name, dir_fd, errors, str(where.parent))
+            return errors
+        return [f"{where}: {exc.strerror or exc}"]
+    try:
+        _empty(fd, str(where), errors)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError as exc:
+        errors.append(f"{where}: {exc.strerror or exc}")
     return errors
 
 
