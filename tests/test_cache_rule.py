@@ -213,3 +213,21 @@ def test_verify_and_doctor_hold_the_gate_to_the_rule(six_template: Path, tmp_pat
     (boot / "__pycache__" / "sitecustomize.cpython-311.pyc").chmod(0o666)
     proc = launcher("cache", "verify", env=env)
     assert proc.returncode == 1 and "sitecustomize.cpython-311.pyc is writable" in proc.stdout
+
+
+def test_the_gate_never_imports_from_a_loosened_tree_and_it_is_rebuilt(six_template: Path, tmp_path: Path,
+                                                                       py311: str) -> None:
+    # A worker started with the environment of an earlier run (no launcher in
+    # between): the gate's one lstat holds the tree to the rule too.
+    cache = copy_cache(six_template, tmp_path / "cache")
+    child_env = json.loads(launcher("run", *offline_with("six"), "--", py311, "-c",
+                                    "import json, os; print(json.dumps(dict(os.environ)))",
+                                    env=base_env(cache), check=True).stdout)
+    (tree,) = (p for p in (cache / "trees").iterdir() if not p.name.startswith("."))
+    tree.chmod(0o777)
+    (tree / "six.py").chmod(0o644)
+    (tree / "six.py").write_text("raise SystemExit('planted')\n")
+    gated = subprocess.run([py311, "-c", SIX], env=child_env, capture_output=True, text=True, timeout=300)
+    assert gated.returncode == 0 and gated.stdout == str(tree / "six.py"), gated
+    assert loose(cache) == [] and "planted" not in (tree / "six.py").read_text()
+    assert [r["result"] for r in installs(cache, None)][-1] == "rebuilt"

@@ -497,7 +497,8 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
 
     uv = find_uv()
     tmp = layout.scratch("tmp", target.name)
-    tmp.mkdir(mode=0o700)
+    with safety.opened(layout.root, "trees", create=True) as trees:
+        os.mkdir(tmp.name, 0o700, dir_fd=trees)  # private while it is built; published 0555
     start = time.time()
     try:
         _install(uv, interp, spec, tmp, build=build, say=say)
@@ -578,26 +579,34 @@ def _summarise_uv_error(lines: list[str]) -> str:
 
 
 def _publish(tmp: Path, target: Path, layout: CacheLayout) -> None:
-    if os.path.lexists(target):
-        # An invalid tree (tampered, or from a killed pre-manifest era):
-        # move it aside first so readers never see a half state.
-        trash = layout.scratch("trash", target.name)
+    """Rename the validated `tmp` to `target`, both relative to trees/ as
+    opened (checked, never through a link): a component swapped meanwhile
+    makes the publish fail, never land or delete anything elsewhere."""
+    import errno
+
+    with safety.opened(layout.root, "trees") as trees:
         try:
-            os.rename(target, trash)
+            os.stat(target.name, dir_fd=trees, follow_symlinks=False)
         except FileNotFoundError:
             pass
         else:
-            safety.remove(trash)
-    try:
-        os.rename(tmp, target)
-    except OSError as exc:
-        import errno
-
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            # Someone without the lock (NFS) won the race: use theirs.
-            safety.remove(tmp)
-            return
-        raise
+            # An invalid tree (tampered, loosened, or from a killed pre-manifest
+            # era): move it aside first so readers never see a half state.
+            trash = layout.scratch("trash", target.name)
+            try:
+                os.rename(target.name, trash.name, src_dir_fd=trees, dst_dir_fd=trees)
+            except FileNotFoundError:
+                pass
+            else:
+                safety.remove_at(trees, trash.name, trash)
+        try:
+            os.rename(tmp.name, target.name, src_dir_fd=trees, dst_dir_fd=trees)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                # Someone without the lock (NFS) won the race: use theirs.
+                safety.remove_at(trees, tmp.name, tmp)
+                return
+            raise
 
 
 def installer_env() -> dict[str, str]:
@@ -681,12 +690,13 @@ def _fsync_dir(path: Path) -> None:
 def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None:
     """Remove temp dirs of killed builds of this tree (we hold its lock)."""
     name = layout.tree_name(abi_key, spec_hash)
-    if not safety.real_dir(layout.trees):
+    try:
+        with safety.opened(layout.root, "trees") as trees:
+            for entry in os.listdir(trees):
+                if entry.startswith((f".tmp-{name}-", f".trash-{name}-")):
+                    safety.remove_at(trees, entry, layout.trees / entry)
+    except (OSError, safety.UntrustedCache):
         return
-    for p in layout.trees.glob(f".tmp-{name}-*"):
-        safety.remove(p)
-    for p in layout.trees.glob(f".trash-{name}-*"):
-        safety.remove(p)
 
 
 # ------------------------------------------------------- failures and records
