@@ -552,10 +552,12 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
 # `-OO` or PYTHONOPTIMIZE (root ignores the read-only modes) find theirs and
 # write nothing into a published tree.  Version-neutral: 3.8 and PyPy too.
 _COMPILE = """
-import compileall, sys
+import compileall, os, sys
 src, shown = sys.argv[1], sys.argv[2]
+# In-process for a small tree (a worker pool costs more than it saves).
+workers = 0 if sum(len(f) for _d, _s, f in os.walk(src)) > 2000 else 1
 for level in (1, 2):
-    compileall.compile_dir(src, ddir=shown, quiet=2, optimize=level, workers=0)
+    compileall.compile_dir(src, ddir=shown, quiet=2, optimize=level, workers=workers)
 """
 
 
