@@ -565,7 +565,7 @@ def _compile_optimized(interp: Interpreter, tmp: Path, target: Path) -> None:
     """The opt-1 and opt-2 bytecode uv's --compile-bytecode leaves out (a
     file that does not compile stays without, as at level 0)."""
     try:
-        subprocess.run([interp.executable, "-I", "-c", _COMPILE, str(tmp), str(target)], env=installer_env(),
+        subprocess.run([interp.executable, "-I", "-S", "-c", _COMPILE, str(tmp), str(target)], env=installer_env(),
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired):
