@@ -148,11 +148,14 @@ def try_fast(args: "list[str]") -> None:
             if not _ours(f):
                 return
             ours, ld_preload, watched, trees = marshal.loads(f.read())
+        # A plan names only code in trusted places: this cache's gate and trees.
+        if not ours.get("LAUNCHER_BOOTSTRAP", root + "/bootstrap/").startswith(root + "/bootstrap/"):
+            return
         for path, sig in watched:
             if signature(path) != sig:
                 return
         for tree, digest in trees:
-            if tree_digest(tree) != digest:
+            if not tree.startswith(root + "/trees/") or tree_digest(tree) != digest:
                 return
         env = execute.child_env(environ, ours, ld_preload)
     except Exception:  # a memo we cannot use: the full path decides
