@@ -320,7 +320,11 @@ def test_cache_writable_by_others_fails(tmp_path: Path) -> None:
     [bad] = _fails(report)
     assert proc.returncode == 1 and bad.check == "cache" and "writable by group or others" in bad.message
     assert bad.fix == f"chmod 700 {cache}, or set LAUNCHER_CACHE_DIR to a directory only you can write"
-    cache.chmod(0o1777)  # the sticky bit makes a shared dir safe again
+    cache.chmod(0o1777)  # a sticky shared dir is no cache root: others could create its areas first
+    proc, report = doctor_json(env=_env(cache), cwd=tmp_path)
+    [bad] = _fails(report)
+    assert proc.returncode == 1 and "shared sticky directory" in bad.message and "mkdir -m 700" in str(bad.fix)
+    cache.chmod(0o700)
     assert doctor_json(env=_env(cache), cwd=tmp_path)[1].status == "ok"
 
 

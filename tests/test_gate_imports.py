@@ -145,16 +145,19 @@ def test_the_gates_miss_part_is_read_only_on_a_miss(base_env: dict[str, str], py
                                                     tmp_path: Path) -> None:
     # Building, records and rare exits live in _launcher_miss.py so that a
     # matched start does not read and unmarshal them: a hit never loads it
-    # (with bytecode writing off, its .pyc appears only once it is loaded).
+    # (-v names every code object an interpreter loads from bytecode).
     env = dict(base_env, LAUNCHER_CACHE_DIR=str(tmp_path / "cache"))
-    subprocess.run([str(LAUNCHER), "run", *offline_with("six"), "--", py311, "-c", "import six"],
-                   env=env, check=True, capture_output=True, timeout=300)
+    hit = subprocess.run([str(LAUNCHER), "run", *offline_with("six"), "--", py311, "-v", "-c", "import six"],
+                         env=env, check=True, capture_output=True, text=True, timeout=300)
     boot = next((tmp_path / "cache" / "bootstrap").iterdir())
-    assert (boot / "_launcher_miss.py").is_file()
-    assert not list((boot / "__pycache__").glob("_launcher_miss.*"))
+    assert (boot / "_launcher_miss.py").is_file() and f"matches {boot}/sitecustomize.py" in hit.stderr
+    assert "_launcher_miss" not in hit.stderr
+    # Its bytecode is there all the same: the launcher writes it up front for
+    # the interpreters it prepares, so none of them writes into the gate's dir.
+    assert list((boot / "__pycache__").glob("_launcher_miss.cpython-311.opt-2.pyc"))
     # A worker the launcher could not see (3.13 behind sh) takes the miss path.
     script = f"{py313} -c 'import six, sys; print(sys.modules[\"six\"].__file__)'"
     got = subprocess.run([str(LAUNCHER), "run", *offline_with("six"), "--", "/bin/sh", "-c", script],
                          env=env, check=True, capture_output=True, text=True, timeout=300)
     assert "/trees/cp313-" in got.stdout, got
-    assert list((boot / "__pycache__").glob("_launcher_miss.*.pyc"))
+    assert list((boot / "__pycache__").glob("_launcher_miss.cpython-313.pyc"))  # loaded by that 3.13

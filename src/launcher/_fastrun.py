@@ -6,9 +6,10 @@
 #
 # What it checks, in time that does not grow with the size of the trees or
 # the number of remembered runs:
-# - trust: the cache root and memo/, trees/, bootstrap/, shims/ are real
-#   directories of ours that nobody else can write (else the full path runs,
-#   and refuses with the line that names the fix);
+# - trust: the cache root and every area are real directories of ours (or
+#   root's) that nobody else can write, and so are the memo entry and plan
+#   (else the full path runs, and refuses with the line that names the fix);
+#   the gate's directory, its __pycache__ and the shim dir are watched;
 # - every watched file keeps its stat signature (or its absence): config
 #   files, interpreters, shims, the gate, the launcher itself, manifests;
 # - every runtime tree keeps its directory signature: one hash over (inode,
@@ -29,7 +30,9 @@ from launcher import execute
 VERSION = 2
 MAX_ENTRIES = 64
 DIRS = ".launcher-dirs"  # tree.DIRS: every directory of a published tree
-TRUSTED = ("/memo", "/trees", "/bootstrap", "/shims")
+# cache.safety.AREAS: every area must pass the rule, not only those this run reads.
+TRUSTED = ("/trees", "/bootstrap", "/shims", "/specs", "/memo", "/locks", "/failures", "/probes", "/runs", "/log",
+           "/used", "/spill", "/replicas")
 
 
 def cache_root(environ: "os._Environ[str] | dict[str, str]") -> str:
@@ -96,14 +99,15 @@ def tree_digest(tree: str) -> "int | None":
 
 
 def trusted(root: str) -> bool:
-    """The cache's code directories are real directories of ours nobody else can write.
+    """The cache root and its areas are real directories of ours (or root's)
+    nobody else can write; the root is not a sticky shared directory either.
 
-    cache.safety.dir_problem's rule (and the gate's _untrusted), as a yes/no
-    without pathlib: keep the three in step."""
+    cache.safety's rule (and the gate's _untrusted), as a yes/no without
+    pathlib: keep the three in step."""
     uid = os.getuid()
     try:
         st = os.stat(root)  # the root itself may be a link the user made
-        if st.st_uid != uid or st.st_mode & 0o022 and not st.st_mode & 0o1000:
+        if (st.st_uid != uid and st.st_uid != 0) or st.st_mode & 0o022:
             return False
     except OSError:
         return False
@@ -114,9 +118,15 @@ def trusted(root: str) -> bool:
             continue  # only we can create it (the root is ours alone)
         except OSError:
             return False
-        if st.st_uid != uid or st.st_mode & 0o170022 != 0o040000:
+        if (st.st_uid != uid and st.st_uid != 0) or st.st_mode & 0o170022 != 0o040000:
             return False
     return True
+
+
+def _ours(f: "object") -> bool:
+    """An open memo file: a regular file of ours (or root's) nobody else can write."""
+    st = os.fstat(f.fileno())  # type: ignore[attr-defined]
+    return (st.st_uid == os.getuid() or st.st_uid == 0) and st.st_mode & 0o170022 == 0o100000
 
 
 def try_fast(args: "list[str]") -> None:
@@ -133,16 +143,23 @@ def try_fast(args: "list[str]") -> None:
             return  # resolve again, forget failures: the full path's work
         text = key(args, environ, cwd)
         with open(entry_path(root, text), "rb") as f:
+            if not _ours(f):
+                return
             version, stored, argv, plan_name = marshal.loads(f.read())
         if version != VERSION or stored != text or "/" in plan_name:
             return
         with open(root + "/memo/" + plan_name, "rb") as f:
+            if not _ours(f):
+                return
             ours, ld_preload, watched, trees = marshal.loads(f.read())
+        # A plan names only code in trusted places: this cache's gate and trees.
+        if not ours.get("LAUNCHER_BOOTSTRAP", root + "/bootstrap/").startswith(root + "/bootstrap/"):
+            return
         for path, sig in watched:
             if signature(path) != sig:
                 return
         for tree, digest in trees:
-            if tree_digest(tree) != digest:
+            if not tree.startswith(root + "/trees/") or tree_digest(tree) != digest:
                 return
         env = execute.child_env(environ, ours, ld_preload)
     except Exception:  # a memo we cannot use: the full path decides
@@ -206,7 +223,10 @@ def _write(path: str, data: bytes) -> None:
 
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        # Exactly 0600 whatever the umask, never through a link.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
+            os.fchmod(fd, 0o600)
             f.write(data)
         # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
         now = time.time_ns()

@@ -130,18 +130,29 @@ def main():
         "sitecustomize": spec.origin if spec is not None else None,
     }
     if len(sys.argv) > 2 and sys.argv[2] == "compile-gate":
-        # Cache the gate's bytecode for this interpreter now: with
-        # PYTHONDONTWRITEBYTECODE the import system never would.
-        import importlib.util
-        import py_compile
-
-        try:
-            py_compile.compile(
-                sys.argv[1], cfile=importlib.util.cache_from_source(sys.argv[1]), doraise=True
-            )
-        except Exception as exc:
-            info["compile_error"] = str(exc)
+        info["compile_error"] = _compile_gate(os.path.dirname(sys.argv[1]))
     sys.stdout.write(json.dumps(info))
+
+
+def _compile_gate(directory):
+    """Write the bytecode of the gate and its parts for this interpreter, at
+    every optimisation level (-O, -OO, PYTHONOPTIMIZE), 0644 whatever the
+    umask: interpreters then find theirs and never write into the gate's
+    directory themselves.  Returns the first error, or None."""
+    import importlib.util
+    import py_compile
+
+    error = None
+    for name in ("sitecustomize.py", "_launcher_preloads.py", "_launcher_miss.py"):
+        src = os.path.join(directory, name)
+        for level in (0, 1, 2):
+            cfile = importlib.util.cache_from_source(src, optimization=level or "")
+            try:
+                py_compile.compile(src, cfile=cfile, doraise=True, optimize=level)
+                os.chmod(cfile, 0o644)
+            except Exception as exc:
+                error = error or str(exc)
+    return error
 
 
 if __name__ == "__main__":

@@ -11,7 +11,32 @@ from launcher import __version__
 from launcher.ui import say
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Ctrl-C (e.g. while waiting for another process's build): die of
+            # SIGINT as an interrupted program does -- 130 in a shell -- with
+            # nothing printed; click would print a blank line and exit 1.
+            # Locks and temp dirs were released as the exception unwound.
+            die_of_sigint()
+            raise
+
+
+def die_of_sigint() -> None:
+    import signal
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Shell completion: 'launcher completions bash|zsh|fish' (see the README).")
 @click.version_option(__version__, "-V", "--version", prog_name="launcher")
 def cli() -> None:

@@ -238,11 +238,11 @@ def _read_inputs(command: list[str], settings: Settings, workdir: Path, environ:
 def _open_cache(inputs: _Inputs) -> _Store:
     """Refuse (exit 2) before anything runs unless the cache is safe to run
     code from -- a read-only one included, which is then never written."""
-    from launcher.bootstrap import bootstrap_dir
+    from launcher import bootstrap
     from launcher.cache import safety
 
     layout = inputs.layout
-    code_dirs = (bootstrap_dir(layout),) + ((inputs.shim_dir,) if inputs.shim_dir is not None else ())
+    code_dirs = bootstrap.code_dirs(layout) + ((inputs.shim_dir,) if inputs.shim_dir is not None else ())
     safety.check(layout, extra=code_dirs)
     return _Store(layout, code_dirs)
 
@@ -256,6 +256,10 @@ def _watch_list(boot: Path, resolved: Resolved, inputs: _Inputs, store: _Store) 
     from launcher.bootstrap import GATE_FILES, GATE_SOURCE
 
     watch = [str(boot / "sitecustomize.py"), str(GATE_SOURCE), str(Path(_self.__file__)), str(Path(__file__))]
+    # The code directories themselves (owner, mode, inode, mtime): a chmod,
+    # a planted or swapped file sends the next run down the full path, which
+    # holds them to the trust rule again.  The shim dir is added with its shims.
+    watch.extend(str(d) for d in store.code_dirs if d.parent != inputs.layout.shims)
     watch.extend(str(boot / f.name) for f in GATE_FILES[1:])  # the gate's on-demand parts
     # Every place config discovery looked (found or not) and every
     # requirements file read: an edit, or a file appearing, changes the plan.
@@ -298,13 +302,12 @@ def _probe_interpreter(path: str, inputs: _Inputs, store: _Store, boot: Path,
     out.watch.append(path)
     shim = None
     if inputs.shim_dir is not None:
-        from launcher.gate._launcher_preloads import write_shim
-
-        shim = store.write(write_shim, str(inputs.shim_dir), interp.executable, [lib.path for lib in inputs.libs])
+        shim = store.write(_write_shim, inputs.layout, inputs.shim_dir, interp.executable,
+                           [lib.path for lib in inputs.libs])
         if shim is None:
             out.shims_missing = True
         else:
-            out.watch.append(shim)
+            out.watch.extend((str(inputs.shim_dir), shim))
     return interp, shim
 
 
@@ -408,11 +411,25 @@ def _forget_failures(layout: CacheLayout) -> None:
 
 
 def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:
+    from launcher.cache import safety
+
     root = cache_root(settings, environ)
-    if os.pathsep in str(root):
-        raise UsageError(f"cache dir {root} contains {os.pathsep!r}, which PYTHONPATH cannot carry",
-                         fix=f"set LAUNCHER_CACHE_DIR to a path without {os.pathsep!r}")
+    odd = safety.name_problem(root)
+    if odd is not None:
+        raise UsageError(f"cache dir {odd.path} {odd.what}", fix=odd.fix)
     return root
+
+
+def _write_shim(layout: CacheLayout, shim_dir: Path, real: str, preloads: list[str]) -> str:
+    """The shim for `real` in `shim_dir`, which is made here (0755 whatever the
+    umask, through checked components) before the gate's writer fills it."""
+    from launcher.cache import safety
+    from launcher.gate._launcher_preloads import write_shim
+
+    if not safety.real_dir(shim_dir):
+        os.close(safety.open_dir(layout.root, "shims", shim_dir.name, create=True, mode=safety.SHARED_MODE))
+    path: str = write_shim(str(shim_dir), real, preloads)
+    return path
 
 
 def _check_command(argv: list[str], environ: Mapping[str, str]) -> CommandTarget | None:

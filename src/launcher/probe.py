@@ -20,7 +20,7 @@ from launcher.cache import CacheLayout
 from launcher.errors import UsageError
 
 PROBE_SCRIPT = Path(__file__).with_name("_probe_script.py")
-PROBE_VERSION = 3
+PROBE_VERSION = 4  # 4: the record names the probed file (device, inode)
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,9 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
         raise UsageError(f"{exe} is a directory, not a Python interpreter (and no venv: it has no bin/python)",
                          fix="pass the path of a python, or of a venv directory, with --python")
     cached = _cache_file(layout, fp)
-    try:
-        interp = Interpreter.from_dict(json.loads(cached.read_text(encoding="utf-8")))
-        if compile_gate is None or _has_pyc(compile_gate, interp):
-            return interp
-    except (OSError, ValueError, TypeError):
-        pass
+    interp = _remembered(layout, cached.name, exe)
+    if interp is not None and (compile_gate is None or _has_pyc(compile_gate, interp)):
+        return interp
     argv = [exe, "-I", "-S", str(PROBE_SCRIPT), str(bootstrap.GATE_SOURCE)]
     if compile_gate:
         argv = [exe, "-I", "-S", str(PROBE_SCRIPT), compile_gate, "compile-gate"]
@@ -147,16 +144,40 @@ def probe(path: str | os.PathLike[str], layout: CacheLayout, *, compile_gate: st
         raise UsageError(f"probing {exe} printed something unexpected: {proc.stdout[:200]!r}") from None
     interp = Interpreter.from_dict(data)
     if save:
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+        from launcher.cache import safety
+
         try:
-            layout.probes.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(interp.to_dict()), encoding="utf-8")
-            os.replace(tmp, cached)
+            st = os.stat(exe)
+            record = dict(interp.to_dict(), probed=[exe, st.st_dev, st.st_ino])
+            safety.write_file(layout.root, "probes", cached.name, json.dumps(record).encode())
         except OSError:
-            tmp.unlink(missing_ok=True)
+            pass  # a full cache only costs a re-probe
     return interp
 
 
+def _remembered(layout: CacheLayout, name: str, exe: str) -> Interpreter | None:
+    """A probe record decides what runs (uv's --python, the shims' exec), so it
+    is used only when it passes the trust rule (a private file of ours,
+    reached through checked directories) and still describes the file that
+    was probed: same path, device and inode."""
+    from launcher.cache import safety
+
+    raw = safety.read_file(layout.root, "probes", name)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        path, dev, ino = data.pop("probed")
+        st = os.stat(exe)
+        if path != exe or (st.st_dev, st.st_ino) != (dev, ino):
+            return None
+        return Interpreter.from_dict(data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def _has_pyc(gate_file: str, interp: Interpreter) -> bool:
-    pyc = Path(gate_file).parent / "__pycache__" / f"sitecustomize.{interp.cache_tag}.pyc"
-    return pyc.exists()
+    """The launcher wrote every gate file's bytecode, at every optimisation level, for this interpreter."""
+    pycache = Path(gate_file).parent / "__pycache__"
+    return all((pycache / f"{f.stem}.{interp.cache_tag}{opt}.pyc").exists()
+               for f in bootstrap.GATE_FILES for opt in ("", ".opt-1", ".opt-2"))

@@ -107,28 +107,27 @@ class Spec:
         return dict(self.abi_pins).get(abi_key)
 
     def save(self, layout: CacheLayout) -> Path:
+        from launcher.cache import safety
+
         path = layout.spec_file(self.hash)
-        text = self.to_json()
-        try:
-            if path.read_text(encoding="utf-8") == text:
-                return path
-        except OSError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a full disk leaves no temp file behind
-            raise
+        text = self.to_json().encode("utf-8")
+        if safety.read_file(layout.root, "specs", path.name) == text:
+            return path
+        safety.write_file(layout.root, "specs", path.name, text)  # 0600, through checked directories
         return path
 
     @classmethod
     def load(cls, layout: CacheLayout, spec_hash: str) -> Spec:
+        from launcher.cache import safety
+
         path = layout.spec_file(spec_hash)
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
+            raw = safety.read_file(layout.root, "specs", path.name)
+            if raw is None:
+                if os.path.lexists(path):
+                    raise ValueError("not a private file of ours")  # another user's, or loose: never read
+                raise FileNotFoundError(path)
+            return cls.from_json(raw.decode("utf-8"))
         except FileNotFoundError:
             raise UsageError(
                 f"no requirement set {spec_hash} in {layout.specs}",

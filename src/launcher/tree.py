@@ -186,9 +186,22 @@ def _examine(tree: Path, *, deep: bool, limit: int) -> tuple[Manifest | None, li
     if manifest.checksum != manifest.compute_checksum():
         return None, [Damage(".", "manifest", "manifest was modified after publishing")]
     out: list[Damage] = []
-    if top.st_mode & 0o222:
+    foreign = _not_ours(top)
+    if foreign is not None:
+        out.append(Damage(".", "writable", foreign))
+    elif top.st_mode & 0o222:
         out.append(Damage(".", "writable", "the tree is writable (published trees are read-only)"))
     return manifest, _entry_damage(tree, manifest, deep, limit, out)
+
+
+def _not_ours(st: os.stat_result) -> str | None:
+    """Rule 1 on one entry of a tree (its lstat is taken anyway): another
+    user's, or writable by group or others, is damage whatever the depth."""
+    if not safety.owned(st):
+        return f"owned by uid {st.st_uid}, not by you (another user could choose what runs)"
+    if st.st_mode & safety.LOOSE:
+        return f"writable by group or others (mode {oct(st.st_mode & 0o7777)})"
+    return None
 
 
 def _entry_damage(tree: Path, manifest: Manifest, deep: bool, limit: int, out: list[Damage]) -> list[Damage]:
@@ -199,6 +212,10 @@ def _entry_damage(tree: Path, manifest: Manifest, deep: bool, limit: int, out: l
     for rel, st in safety.walk(tree):
         if limit and len(out) >= limit:
             return out
+        foreign = _not_ours(st)
+        if foreign is not None:
+            out.append(Damage(rel, "writable", foreign))
+            continue
         if rel == MANIFEST:
             continue
         if stat.S_ISDIR(st.st_mode):
@@ -315,11 +332,11 @@ def present_tree(layout: CacheLayout, interp: Interpreter, spec: Spec) -> TreeRe
     a file, or another user's tree) where our tree should be is refused:
     never used, never replaced behind the user's back."""
     target = layout.tree(interp.abi_key, spec.hash)
-    odd = safety.dir_problem(target, code=True)
-    if odd is not None:
+    odd = safety.dir_problem(target)
+    if odd is not None and not safety.real_dir(target):
         raise odd.error()
-    if not os.path.lexists(target):
-        return None
+    if odd is not None or not os.path.lexists(target):
+        return None  # another user's or a loosened tree: set aside and rebuilt, never used
     manifest, _problem = verified(target)
     return TreeResult(target, "present", manifest) if manifest is not None else None
 
@@ -336,7 +353,7 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
     layout.ensure()
     spec.save(layout)
     lock_path = layout.lock(interp.abi_key, spec.hash)
-    lock = FileLock(str(lock_path), timeout=lock_timeout)
+    lock = FileLock(str(lock_path), timeout=lock_timeout, mode=0o600)
     try:
         lock.acquire()
     except Timeout:
@@ -348,8 +365,8 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         ) from None
     try:
         try:
-            lock_holder_path(lock_path).write_text(str(os.getpid()), encoding="utf-8")
-        except OSError:
+            safety.write_file(layout.root, "locks", lock_holder_path(lock_path).name, str(os.getpid()).encode())
+        except (OSError, safety.UntrustedCache):
             pass  # only says who holds the lock, in a timeout message
         # Double-checked: the holder before us may have published it.
         manifest, problem = (verified(target) if damaged is None and os.path.lexists(target)
@@ -374,8 +391,9 @@ def _ensure_locked(layout: CacheLayout, interp: Interpreter, spec: Spec, *, run_
         return TreeResult(target, state, manifest)
     finally:
         try:
-            lock_holder_path(lock_path).unlink()
-        except OSError:
+            with safety.opened(layout.root, "locks") as fd:
+                os.unlink(lock_holder_path(lock_path).name, dir_fd=fd)
+        except (OSError, safety.UntrustedCache):
             pass
         lock.release()
 
@@ -386,9 +404,10 @@ def lock_holder_path(lock_path: Path) -> Path:
 
 def lock_holder(lock_path: Path) -> int | None:
     """The pid that wrote itself beside a build lock it holds (None: unknown)."""
+    raw = safety.read_file(lock_path.parent.parent, lock_path.parent.name, lock_holder_path(lock_path).name)
     try:
-        return int(lock_holder_path(lock_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return int(raw) if raw is not None else None
+    except ValueError:
         return None
 
 
@@ -476,10 +495,12 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
 
     uv = find_uv()
     tmp = layout.scratch("tmp", target.name)
-    tmp.mkdir(mode=0o700)
+    with safety.opened(layout.root, "trees", create=True) as trees:
+        os.mkdir(tmp.name, 0o700, dir_fd=trees)  # private while it is built; published 0555
     start = time.time()
     try:
         _install(uv, interp, spec, tmp, build=build, say=say, exact=_exact(uv, interp, spec, build, say))
+        _compile_optimized(interp, tmp, target)
         bad = foreign_extensions(tmp, interp)
         if bad:
             rel, why = bad[0]
@@ -540,6 +561,30 @@ def _exact(uv: str, interp: Interpreter, spec: Spec, build: str,
         raise BuildError(exc.message, fix=exc.fix).with_log(exc.log or "") from None
 
 
+# Every optimisation level's bytecode ships in the tree, so that `python -O`,
+# `-OO` or PYTHONOPTIMIZE (root ignores the read-only modes) find theirs and
+# write nothing into a published tree.  Version-neutral: 3.8 and PyPy too.
+_COMPILE = """
+import compileall, os, sys
+src, shown = sys.argv[1], sys.argv[2]
+# In-process for a small tree (a worker pool costs more than it saves).
+workers = 0 if sum(len(f) for _d, _s, f in os.walk(src)) > 2000 else 1
+for level in (1, 2):
+    compileall.compile_dir(src, ddir=shown, quiet=2, optimize=level, workers=workers)
+"""
+
+
+def _compile_optimized(interp: Interpreter, tmp: Path, target: Path) -> None:
+    """The opt-1 and opt-2 bytecode uv's --compile-bytecode leaves out (a
+    file that does not compile stays without, as at level 0)."""
+    try:
+        subprocess.run([interp.executable, "-I", "-S", "-c", _COMPILE, str(tmp), str(target)], env=installer_env(),
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # the tree still works; -O runs would compile in memory (root's would write)
+
+
 def _summarise_uv_error(lines: list[str]) -> str:
     for ln in lines:
         s = ln.strip().lstrip("×").strip()
@@ -559,38 +604,46 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _publish(tmp: Path, target: Path, layout: CacheLayout,
              replacing: tuple[int, int] | None = None) -> Manifest | None:
-    """Rename `tmp` into place, replacing the damaged tree `replacing` (the
-    identity of what was at `target` when the build was decided); None when
-    it is published, else the manifest of the valid tree another builder
-    published since (ours is discarded)."""
-    if os.path.lexists(target):
-        if _identity(target) != replacing:
-            # A builder our lock did not stop (another node on a shared cache,
-            # whose locks are node-local) published it since we looked: the
-            # first valid tree stays, workloads may already run from it.
-            manifest, _ = verified(target)
-            if manifest is not None:
-                safety.remove(tmp)
-                return manifest
-        # An invalid tree (tampered, or from a killed pre-manifest era):
-        # move it aside first so readers never see a half state.
-        trash = layout.scratch("trash", target.name)
+    """Rename the validated `tmp` to `target`, both relative to trees/ as
+    opened (checked, never through a link): a component swapped meanwhile
+    makes the publish fail, never land or delete anything elsewhere.
+
+    `replacing` is the identity of the damaged tree at `target` when the
+    build was decided.  None when ours is published, else the manifest of
+    the valid tree another builder published since (ours is discarded)."""
+    import errno
+
+    with safety.opened(layout.root, "trees") as trees:
         try:
-            os.rename(target, trash)
+            st = os.stat(target.name, dir_fd=trees, follow_symlinks=False)
         except FileNotFoundError:
             pass
         else:
-            safety.remove(trash)
-    try:
-        os.rename(tmp, target)
-    except OSError as exc:
-        import errno
-
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            # Someone without the lock (NFS) won the race: use theirs.
-            safety.remove(tmp)
-            return read_manifest(target)
-        raise
+            if (st.st_dev, st.st_ino) != replacing:
+                # A builder our lock did not stop (another node on a shared
+                # cache, whose locks are node-local) published it since we
+                # looked: the first valid tree stays, workloads may run from it.
+                manifest, _ = verified(target)
+                if manifest is not None:
+                    safety.remove_at(trees, tmp.name, tmp)
+                    return manifest
+            # An invalid tree (tampered, loosened, or from a killed pre-manifest
+            # era): move it aside first so readers never see a half state.
+            trash = layout.scratch("trash", target.name)
+            try:
+                os.rename(target.name, trash.name, src_dir_fd=trees, dst_dir_fd=trees)
+            except FileNotFoundError:
+                pass
+            else:
+                safety.remove_at(trees, trash.name, trash)
+        try:
+            os.rename(tmp.name, target.name, src_dir_fd=trees, dst_dir_fd=trees)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                # Someone without the lock (NFS) won the race: use theirs.
+                safety.remove_at(trees, tmp.name, tmp)
+                return read_manifest(target)
+            raise
     return None
 
 
@@ -678,11 +731,13 @@ def _clean_stale_tmps(layout: CacheLayout, abi_key: str, spec_hash: str) -> None
     machines (or mount namespaces) with node-local locks, holding the lock
     does not mean no one else is building."""
     name = layout.tree_name(abi_key, spec_hash)
-    if not safety.real_dir(layout.trees):
+    try:
+        with safety.opened(layout.root, "trees") as trees:
+            for entry in os.listdir(trees):
+                if entry.startswith((f".tmp-{name}-", f".trash-{name}-")) and not _builder_runs(entry):
+                    safety.remove_at(trees, entry, layout.trees / entry)
+    except (OSError, safety.UntrustedCache):
         return
-    for p in [*layout.trees.glob(f".tmp-{name}-*"), *layout.trees.glob(f".trash-{name}-*")]:
-        if not _builder_runs(p.name):
-            safety.remove(p)
 
 
 def _builder_runs(scratch_name: str) -> bool:
@@ -704,10 +759,10 @@ def _builder_runs(scratch_name: str) -> bool:
 
 
 def recent_failure(layout: CacheLayout, abi_key: str, spec_hash: str, ttl: float) -> Failure | None:
-    path = layout.failure(abi_key, spec_hash)
+    raw = safety.read_file(layout.root, "failures", layout.failure(abi_key, spec_hash).name)
     try:
-        failure = Failure.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        failure = Failure.model_validate_json(raw or b"")
+    except ValueError:
         return None
     return failure if time.time() - failure.at < ttl else None
 
@@ -727,15 +782,11 @@ def remember_failed(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: B
 def _remember_failure(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: BuildError) -> None:
     failure = Failure(abi_key=interp.abi_key, spec_hash=spec.hash, interpreter=interp.executable,
                       error=exc.message, log=exc.log or "", at=time.time())
-    path = layout.failure(interp.abi_key, spec.hash)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(failure.model_dump_json(indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        # A full cache: the failure is reported now, just not remembered.
-        tmp.unlink(missing_ok=True)
+        safety.write_file(layout.root, "failures", layout.failure(interp.abi_key, spec.hash).name,
+                          failure.model_dump_json(indent=1).encode())
+    except (OSError, safety.UntrustedCache):
+        pass  # a full cache: the failure is reported now, just not remembered
 
 
 def _log_install(layout: CacheLayout, interp: Interpreter, spec: Spec, run_id: str, requested_by: str,
@@ -745,18 +796,15 @@ def _log_install(layout: CacheLayout, interp: Interpreter, spec: Spec, run_id: s
               "pid": os.getpid(), "requested_by": requested_by, "seconds": round(seconds, 3),
               "detail": detail}
     try:
-        layout.log.mkdir(parents=True, exist_ok=True)
-        with open(layout.installs_log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError:
+        with safety.opened(layout.root, "log", create=True) as fd:
+            safety.append_at(fd, layout.installs_log.name, (json.dumps(record) + "\n").encode())
+    except (OSError, safety.UntrustedCache):
         pass  # a full cache: the install happened (or failed), unlogged
 
 
 def read_installs(layout: CacheLayout) -> list[dict]:
-    try:
-        lines = layout.installs_log.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
+    raw = safety.read_file(layout.root, "log", layout.installs_log.name)
+    lines = (raw or b"").decode("utf-8", "replace").splitlines()
     out: list[dict] = []
     for ln in lines:
         try:

@@ -128,7 +128,9 @@ class CacheLayout:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             for sub in (self.trees, self.locks, self.failures, self.specs, self.log, self.runs,
                         self.bootstrap, self.memo, self.probes, self.used):
-                sub.mkdir(exist_ok=True, mode=0o700)
+                # Each made with its own mode whatever the umask, and held to
+                # the rule as opened (not as looked at a moment ago).
+                os.close(safety.open_dir(self.root, sub.name, create=True))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 raise  # a full or read-only disk: callers degrade, the command still runs

@@ -30,6 +30,7 @@ writable first).  The commands refuse a cache `safety.check` does not trust.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -63,17 +64,16 @@ def used_stamp(layout: CacheLayout, name: str) -> Path:
 
 def mark_used(layout: CacheLayout, tree: Path) -> None:
     """Record that a tree was just prepared for use (one utime; best effort)."""
-    stamp = used_stamp(layout, tree.name)
     try:
-        os.utime(stamp, follow_symlinks=False)
-    except FileNotFoundError:
-        try:
-            stamp.parent.mkdir(exist_ok=True, mode=0o700)
-            if safety.real_dir(stamp.parent):  # never write through a link
-                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        except OSError:
-            pass
-    except OSError:
+        with safety.opened(layout.root, "used", create=True) as fd:  # never through a link
+            try:
+                os.utime(tree.name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                stamp = os.open(tree.name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                dir_fd=fd)
+                os.fchmod(stamp, 0o600)
+                os.close(stamp)
+    except (OSError, safety.UntrustedCache):
         pass
 
 
@@ -253,8 +253,8 @@ def probed(layout: CacheLayout) -> Iterator[dict[str, Any]]:
         return
     for p in sorted(layout.probes.glob("*.json")):
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(safety.read_file(layout.root, "probes", p.name) or b"")
+        except ValueError:
             continue
         if isinstance(data, dict):
             yield data
@@ -373,8 +373,8 @@ def clear(layout: CacheLayout, *, dry_run: bool = False) -> Report:
     job's workers rebuild from them), the gate, shims, locks and the installs
     log."""
     report = _sweep(layout, Report(dry_run=dry_run), lambda t: "clear", float("inf"))
-    _remove_files(layout.probes, "*.json", "probe", float("inf"), report)
-    _remove_files(layout.memo, "*", "memo", float("inf"), report)
+    _remove_files(layout, "probes", "*.json", "probe", float("inf"), report)
+    _remove_files(layout, "memo", "*", "memo", float("inf"), report)
     return report
 
 
@@ -391,8 +391,8 @@ def _sweep(layout: CacheLayout, report: Report, why: Callable[[TreeInfo], str | 
             doomed.append((t, reason))
     _remove_trees(layout, doomed, report)
     _remove_stale_build_dirs(layout, report)
-    _remove_files(layout.runs, "*.jsonl", "run-record", cutoff, report)
-    _remove_files(layout.failures, "*.json", "failure-record",
+    _remove_files(layout, "runs", "*.jsonl", "run-record", cutoff, report)
+    _remove_files(layout, "failures", "*.json", "failure-record",
                   cutoff if failure_cutoff is None else failure_cutoff, report)
     _remove_orphan_stamps(layout, report)
     return report
@@ -417,40 +417,49 @@ def _remove_trees(layout: CacheLayout, doomed: list[tuple[TreeInfo, str]], repor
 
 
 def _remove_locked(layout: CacheLayout, path: Path, name: str, dry_run: bool) -> Skip | None:
-    """Under the tree's lock (not waiting): move aside, then delete.  None when done."""
+    """Under the tree's lock (not waiting): move aside, then delete.  None when done.
+    Every step is relative to trees/ as opened: swapping it for a link meanwhile changes nothing."""
+    try:
+        with safety.opened(layout.root, "trees") as trees:
+            return _remove_locked_at(layout, trees, path, name, dry_run)
+    except (OSError, safety.UntrustedCache) as exc:
+        return Skip(str(path), "tree", f"cannot open {layout.trees}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def _remove_locked_at(layout: CacheLayout, trees: int, path: Path, name: str, dry_run: bool) -> Skip | None:
     from filelock import FileLock, Timeout
 
     from launcher.tree import lock_holder
 
     try:
-        st = os.lstat(path)
+        st = os.stat(name, dir_fd=trees, follow_symlinks=False)
     except FileNotFoundError:
         return Skip(str(path), "tree", "already gone")
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         return Skip(str(path), "tree", "not a real directory; never followed or removed")
     lock_path = layout.tree_lock(name)
     try:
-        layout.locks.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path), timeout=0)
+        os.close(safety.open_dir(layout.root, "locks", create=True))
+        lock = FileLock(str(lock_path), timeout=0, mode=0o600)
         lock.acquire()
     except Timeout:
         pid = lock_holder(lock_path)
         return Skip(str(path), "tree", "its build lock is held"
                     + (f" by pid {pid} (building it)" if pid else " by another process"),
                     [pid] if pid else [])
-    except OSError as exc:
-        return Skip(str(path), "tree", f"cannot take its lock {lock_path}: {exc.strerror or exc}")
+    except (OSError, safety.UntrustedCache) as exc:
+        return Skip(str(path), "tree", f"cannot take its lock {lock_path}: {getattr(exc, 'strerror', None) or exc}")
     try:
         if dry_run:
             return None
         trash = layout.scratch("trash", name)
         try:
-            os.rename(path, trash)
+            os.rename(name, trash.name, src_dir_fd=trees, dst_dir_fd=trees)
         except OSError as exc:
             return Skip(str(path), "tree", f"cannot move it aside: {exc.strerror or exc}")
     finally:
         lock.release()
-    left = safety.remove(trash)
+    left = safety.remove_at(trees, trash.name, trash)
     if left:
         return Skip(str(path), "tree", f"moved aside to {trash} but could not remove all of it: {left[0]}")
     return None
@@ -475,16 +484,19 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
             report.skipped.append(Skip(str(p), "build-dir", f"its builder pid {pid} is still running",
                                        [pid]))
             continue
-        lock = FileLock(str(layout.tree_lock(m.group("tree"))), timeout=0)
+        lock = FileLock(str(layout.tree_lock(m.group("tree"))), timeout=0, mode=0o600)
         try:
-            layout.locks.mkdir(parents=True, exist_ok=True)
+            os.close(safety.open_dir(layout.root, "locks", create=True))
             lock.acquire()
-        except (Timeout, OSError):
+        except (Timeout, OSError, safety.UntrustedCache):
             report.skipped.append(Skip(str(p), "build-dir", "its tree is being built"))
             continue
         try:
             size = safety.size(p)
-            left = [] if report.dry_run else safety.remove(p)
+            with safety.opened(layout.root, "trees") as trees:
+                left = [] if report.dry_run else safety.remove_at(trees, p.name, p)
+        except (OSError, safety.UntrustedCache) as exc:
+            left = [str(exc)]
         finally:
             lock.release()
         if left:
@@ -493,57 +505,67 @@ def _remove_stale_build_dirs(layout: CacheLayout, report: Report) -> None:
         report.removed.append(Removal(str(p), "build-dir", size, "left by a build that did not finish"))
 
 
-def _remove_files(directory: Path, pattern: str, kind: str, cutoff: float, report: Report) -> None:
-    if not safety.real_dir(directory):
+def _remove_files(layout: CacheLayout, area: str, pattern: str, kind: str, cutoff: float,
+                  report: Report) -> None:
+    """Regular files of one area, each examined and unlinked relative to the
+    area as opened (one checked component at a time): a racer swapping the
+    area for a link meanwhile makes nothing outside the cache go."""
+    import fnmatch
+
+    directory = layout.root / area
+    try:
+        fd = safety.open_dir(layout.root, area)
+    except (OSError, safety.UntrustedCache):
         return  # absent, or not ours to look through (the commands refuse such a cache first)
     try:
-        candidates = sorted(directory.glob(pattern))
+        names = sorted(n for n in os.listdir(fd) if not n.startswith(".") and fnmatch.fnmatchcase(n, pattern))
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                continue
+            left: list[str] = []
+            if not report.dry_run:
+                safety._unlink(name, fd, left, str(directory))
+            if left:
+                report.skipped.append(Skip(str(directory / name), kind, f"cannot be removed: {left[0]}"))
+                continue
+            report.removed.append(Removal(str(directory / name), kind, st.st_size,
+                                          "clear" if cutoff == float("inf") else "older than the cutoff"))
     except OSError:
         return
-    for p in candidates:
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
-            continue
-        left = [] if report.dry_run else safety.remove(p)  # a regular file (checked above)
-        if left:
-            report.skipped.append(Skip(str(p), kind, f"cannot be removed: {left[0]}"))
-            continue
-        report.removed.append(Removal(str(p), kind, st.st_size,
-                                      "clear" if cutoff == float("inf") else "older than the cutoff"))
+    finally:
+        os.close(fd)
 
 
 def _remove_orphan_stamps(layout: CacheLayout, report: Report) -> None:
-    """Use stamps of trees that are gone (removed just now, or by hand)."""
-    d = layout.used
-    if not safety.real_dir(d):
+    """Use stamps of trees that are gone (removed just now, or by hand).  A
+    use stamp is a plain file; anything else there is left alone and named."""
+    try:
+        fd = safety.open_dir(layout.root, "used")
+    except (OSError, safety.UntrustedCache):
         return
     try:
-        names = os.listdir(d)
+        for n in os.listdir(fd):
+            if os.path.lexists(layout.trees / n) or report.dry_run:
+                continue
+            try:
+                st = os.stat(n, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            stamp = used_stamp(layout, n)
+            if stat.S_ISDIR(st.st_mode):
+                report.skipped.append(Skip(str(stamp), "stamp", "is a directory where a use stamp should be; "
+                                                                f"launcher leaves it alone (rm -r {stamp})"))
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(n, dir_fd=fd)  # a file, or a link itself: never what it points to
     except OSError:
         return
-    for n in names:
-        if not os.path.lexists(layout.trees / n) and not report.dry_run:
-            _remove_stamp(layout, n, report)
-
-
-def _remove_stamp(layout: CacheLayout, name: str, report: Report) -> None:
-    """A use stamp is a plain file; anything else there is left alone and named."""
-    stamp = used_stamp(layout, name)
-    try:
-        st = os.lstat(stamp)
-    except OSError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        report.skipped.append(Skip(str(stamp), "stamp", "is a directory where a use stamp should be; "
-                                                        f"launcher leaves it alone (rm -r {stamp})"))
-        return
-    try:
-        os.unlink(stamp)  # a file, or a link itself: never what it points to
-    except OSError:
-        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------- info

@@ -236,13 +236,22 @@ def verify(trees: tuple[str, ...], repair: bool, cache_dir: str | None, as_json:
     """Hash every file of each TREE (default: all) against its manifest; find
     files changed, added or missing and extension modules the tree's
     interpreter cannot import.  Exit 1 when a tree is (still) damaged."""
+    from launcher.cache import safety
     from launcher.cache import verify as deep
 
-    checks = deep.verify(_layout(cache_dir), trees, fix=repair)
+    layout = _layout(cache_dir)
+    checks = deep.verify(layout, trees, fix=repair)
     bad = [c for c in checks if c.status in ("damaged", "unrepaired")]
+    # The gate and the shims run in every process too: the same rule, reported
+    # (never repaired behind the user's back: the fix is theirs to apply).
+    loose = safety.code_dir_problems(layout)
     if as_json:
-        click.echo(json.dumps({"trees": [c.to_dict() for c in checks], "damaged": len(bad)}, indent=2))
+        click.echo(json.dumps({"trees": [c.to_dict() for c in checks], "damaged": len(bad),
+                               "untrusted": [{"path": str(p.path), "problem": p.what, "fix": p.fix}
+                                             for p in loose]}, indent=2))
     else:
+        for p in loose:
+            click.echo(f"untrusted {p.path} {p.what} (fix: {p.fix})")
         for c in checks:
             if c.status == "ok":
                 click.echo(f"ok        {c.name} ({c.files} files)" + (f"; {c.note}" if c.note else ""))
@@ -255,5 +264,8 @@ def verify(trees: tuple[str, ...], repair: bool, cache_dir: str | None, as_json:
         elif bad:
             say(f"{len(bad)} of {plural(len(checks), 'runtime tree')} damaged: {', '.join(c.name for c in bad)}"
                 + ("" if repair else " (launcher cache verify --repair rebuilds them)"))
-    if bad:
+        if loose:
+            say(f"{len(loose)} code dir(s) of the cache break the trust rule; launcher run refuses them: "
+                f"{loose[0].fix}")
+    if bad or loose:
         sys.exit(1)

@@ -70,7 +70,9 @@ def record(env, event, **fields):
         except OSError:
             return
     try:
-        os.write(fd, line)
+        st = os.fstat(fd)
+        if (st.st_uid == os.getuid() or st.st_uid == 0) and not st.st_mode & 0o022:
+            os.write(fd, line)  # (never into a file someone else owns or can write)
     except OSError:
         pass  # a full disk or quota: the record is skipped, the program runs
     finally:
@@ -154,10 +156,10 @@ def _untrusted(path, follow=False):
         return "is a symlink (the launcher never follows links inside its cache)"
     if (st.st_mode & 0o170000) != 0o040000:
         return "is not a directory"
-    if st.st_uid != os.getuid():
+    if st.st_uid != os.getuid() and st.st_uid != 0:
         return "is owned by uid %d, not you" % st.st_uid
-    if st.st_mode & 0o022 and not (follow and st.st_mode & 0o1000):
-        return "is writable by others"
+    if st.st_mode & 0o022:
+        return "is a shared sticky directory" if st.st_mode & 0o1000 else "is writable by others"
     return None
 
 
@@ -166,7 +168,7 @@ def build(env, key, tree, exe):
     the first asks the launcher to build, the others sleep (no launcher
     process each) until the tree is published and use it ("waited")."""
     cache = env["LAUNCHER_CACHE_DIR"]
-    for path, follow in ((cache, True), (cache + "/locks", False)):
+    for path, follow in ((cache, True), (cache + "/locks", False), (cache + "/failures", False)):
         why = _untrusted(path, follow)
         if why is not None:
             _say("the cache dir %s %s, so the runtime for %s is not built from it; continuing "

@@ -50,7 +50,12 @@ def write_shim(shim_dir, real, preloads):
                 return path
     except OSError:
         pass
-    os.makedirs(shim_dir, 0o700, exist_ok=True)
+    for d in (os.path.dirname(shim_dir), shim_dir):
+        try:
+            os.mkdir(d, 0o755)
+            os.chmod(d, 0o755)  # readable by others, writable by nobody else, whatever the umask
+        except FileExistsError:
+            pass
     tmp = "%s.tmp%d" % (path, os.getpid())
     try:
         with open(tmp, "w", encoding="utf-8") as f:

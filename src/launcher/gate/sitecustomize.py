@@ -84,12 +84,15 @@ def _place(tree, priority):
 
 def _published(tree):
     """The tree is a real directory (never a link: nothing is imported through
-    one).  One lstat: a directory only appears at a tree's name by the atomic
-    rename of a complete, validated tree, manifest written first."""
+    one) of ours or root's that nobody else can write (the trust rule, on the
+    same lstat: a loosened tree takes the miss path and is rebuilt).  One
+    lstat: a directory only appears at a tree's name by the atomic rename of
+    a complete, validated tree, manifest written first."""
     try:
-        return (os.lstat(tree).st_mode & 0o170000) == 0o040000
+        st = os.lstat(tree)
     except OSError:
         return False
+    return (st.st_mode & 0o170022) == 0o040000 and (st.st_uid == 0 or st.st_uid == os.getuid())
 
 
 def _ensure_pyc():

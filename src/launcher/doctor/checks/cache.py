@@ -79,6 +79,7 @@ def _owner_and_mode(layout: CacheLayout) -> Finding:
     """The trust rule `launcher run` enforces (`safety.check`), with the same line and fix."""
     root = layout.root
     found = safety.problems(layout)
+    found += safety.code_dir_problems(layout) if not found else []
     if found:
         first = found[0]
         return fail("cache", f"{first.path} {first.what}" + (f" (and {len(found) - 1} more)" if len(found) > 1

@@ -27,7 +27,7 @@ def tree_findings(layout: CacheLayout, interp: Interpreter, spec: Spec, failure_
     reqs = " ".join(spec.requirements)
     facts: dict[str, Any] = {"tree": str(target), "abi_key": interp.abi_key, "spec_hash": spec.hash,
              "requirements": list(spec.requirements)}
-    odd = safety.dir_problem(target, code=True)
+    odd = safety.dir_problem(target)
     if odd is not None:
         return [fail("tree", f"{odd.path} {odd.what}", odd.fix, state="odd", **facts)]
     if (target / MANIFEST).exists():
