@@ -385,7 +385,9 @@ def test_memo_is_one_small_entry_per_invocation(markupsafe_cache: Path, tmp_path
     entries = sorted(memo.glob("run-*.marshal"))
     plans = sorted(memo.glob("plan-*.marshal"))
     assert len(entries) == 3 and len(plans) == 1, (entries, plans)
-    assert all(p.stat().st_size < 2048 for p in entries + plans)
+    # A fixed set of watched paths (config and uv.toml places, the gate,
+    # the interpreter, the spec, one manifest per tree): small whatever the tree.
+    assert all(p.stat().st_size < 4096 for p in entries + plans)
     # No file list: a plan names each tree once, with one digest.
     assert b"markupsafe/__init__.py" not in plans[0].read_bytes()
 

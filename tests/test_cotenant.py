@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WHEELHOUSE, base_env, launcher, missing, offline_with
+from conftest import WHEELHOUSE, base_env, launcher, missing, offline_with, unreachable_with
 
 USER = "launcher-cotenant"
 SIX = "import six, sys; sys.stdout.write(six.__file__)"
@@ -114,7 +114,7 @@ class Scene:
         for tag in ("311", "313"):
             proc = self.run(tag)
             assert proc.returncode == 0, proc.stderr
-        failed = launcher("run", *offline_with("no-such-package-anywhere"), "--", self.py["311"], "-c", "pass",
+        failed = launcher("run", *unreachable_with("no-such-package-anywhere"), "--", self.py["311"], "-c", "pass",
                           env=self.env)
         assert failed.returncode == 0 and "could not build" in failed.stderr, failed.stderr
         launcher("prewarm", "--python", self.py["313"], *offline_with("six"), env=self.env, check=True)
@@ -122,7 +122,7 @@ class Scene:
         code = (f"import launcher, os\nfrom launcher.replicas import LocalReplicaExecutor\n"
                 f"flags = {{'with': ['six'], 'find-links': [{str(WHEELHOUSE)!r}], 'offline': True}}\n"
                 f"with LocalReplicaExecutor({self.py['313']!r}, flags=flags) as rep:\n"
-                f"    print([r['status'] for r in rep.collect(rep.launch_replicas(2, 'os.getpid'))])\n")
+                f"    print([r['status'] for r in rep.collect(rep.launch_replicas(2, 'os.getpid', {{}}))])\n")
         rep = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
                              timeout=300)
         assert rep.returncode == 0 and "succeeded" in rep.stdout, rep.stderr  # (the Executor's tree, too)

@@ -99,7 +99,9 @@ def test_a_herd_of_nodes_sharing_one_cache_with_node_local_locks(py311: str, env
     from uv import find_uv_bin
 
     slow_uv = tmp_path / "slow-uv"
-    slow_uv.write_text(f"#!/bin/sh\n{find_uv_bin()} \"$@\" || exit $?\nsleep 3\n")
+    # (only its installs: the launch resolves with the same uv first)
+    slow_uv.write_text(f"#!/bin/sh\n{find_uv_bin()} \"$@\" || exit $?\n"
+                       "case \" $* \" in *\" pip install \"*) sleep 3;; esac\n")
     slow_uv.chmod(0o755)
     nodes = []
     for name in ("a", "b"):

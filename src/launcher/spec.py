@@ -110,11 +110,33 @@ class Spec:
         from launcher.cache import safety
 
         path = layout.spec_file(self.hash)
-        text = self.to_json().encode("utf-8")
-        if safety.read_file(layout.root, "specs", path.name) == text:
-            return path
-        safety.write_file(layout.root, "specs", path.name, text)  # 0600, through checked directories
+        merged = self._merged_with(safety.read_file(layout.root, "specs", path.name))
+        if merged is not None:
+            safety.write_file(layout.root, "specs", path.name,  # 0600, through checked directories
+                              merged.to_json().encode("utf-8"))
         return path
+
+    def _merged_with(self, raw: bytes | None) -> Spec | None:
+        """What to write over the file `raw` of the same hash, or None to keep it.
+
+        Launches that share a tree share its spec file but know different
+        interpreters: the file gains the ABI lists it lacks and is otherwise
+        kept as it is (its fields outside the hash stay the first launch's),
+        so it settles instead of flipping between launches, whose warm paths
+        watch it."""
+        if raw is None:
+            return self
+        try:
+            old = Spec.from_json(raw.decode("utf-8"))
+        except (ValueError, KeyError, TypeError):
+            return self  # damaged: ours replaces it
+        if old.hash != self.hash:
+            return self
+        known = dict(old.abi_pins)
+        new = [(abi, pins) for abi, pins in self.abi_pins if abi not in known]
+        if not new:
+            return None
+        return replace(old, abi_pins=tuple(sorted((*old.abi_pins, *new))))
 
     @classmethod
     def load(cls, layout: CacheLayout, spec_hash: str) -> Spec:
