@@ -38,6 +38,8 @@ class Settings(BaseModel):
     lock_timeout: float = Field(900.0, alias="lock-timeout", gt=0)
     failure_ttl: float = Field(60.0, alias="failure-ttl", ge=0)
     record: bool = False
+    # `launcher run` stays as a supervising parent instead of exec (see launcher.supervise).
+    supervise: bool = False
     build: Literal["never", "fallback", "always"] = "fallback"
 
     @field_validator("with_")
@@ -179,7 +181,7 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             continue
         if key in LIST_KEYS:
             out[key] = [x.strip() for x in raw.split(",") if x.strip()]
-        elif key in ("offline", "record"):
+        elif key in ("offline", "record", "supervise"):
             # Empty means unset-ish (false); anything pydantic cannot read as a
             # boolean ("maybe") is reported rather than silently taken as false.
             out[key] = raw.strip().lower() or "false"
@@ -279,7 +281,7 @@ def _allowed(key: str) -> str:
         return " or ".join(repr(a) for a in args)
     if key in LIST_KEYS:
         return "a list of strings"
-    return {"offline": "true or false", "record": "true or false",
+    return {"offline": "true or false", "record": "true or false", "supervise": "true or false",
             "lock-timeout": "a number of seconds > 0", "failure-ttl": "a number of seconds >= 0",
             "index-url": "a URL such as https://pypi.org/simple",
             "cache-dir": f"a directory path without {os.pathsep!r}"}.get(key, "")
