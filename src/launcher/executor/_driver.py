@@ -358,7 +358,7 @@ class Executor(_BaseExecutor):
                  initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
                  timeout: float | None = None) -> None:
         if max_workers is not None and max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
+            raise ValueError("max_workers must be greater than 0")
         self.max_workers = max_workers or os.cpu_count() or 1
         self.timeout = timeout
         self.command = worker_command(python, flags=flags, settings=settings, cwd=cwd, environ=environ,
