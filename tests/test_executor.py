@@ -261,6 +261,7 @@ from helpers import nap
 flags = {"find-links": [sys.argv[2]], "offline": True}
 ex = launcher.Executor(sys.argv[1] if sys.argv[1] != "-" else None, max_workers=2, flags=flags)
 busy = ex.submit(nap, 120)
+idle = ex.submit(nap, 0)  # workers start as tasks need them: a second one for this
 while len(ex.workers) < 2:
     time.sleep(0.05)
 print(" ".join(str(w.pid) for w in ex.workers), flush=True)

@@ -113,6 +113,8 @@ def end_tree(grace, poll=0.01):
     """SIGTERM every descendant of this process (then SIGCONT, so a stopped
     one can act on it), SIGKILL those still there after `grace` seconds,
     until none is left; reaps what it ends.  Returns how many it signalled."""
+    if not has_children():
+        return 0  # no child: no descendant at all (no /proc scan)
     seen = set()
     deadline = time.monotonic() + grace
     hard_stop = deadline + 10.0  # a process that survives SIGKILL this long is not ours to wait for

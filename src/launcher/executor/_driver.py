@@ -510,12 +510,20 @@ class Executor(_BaseExecutor):
                 task.future.set_exception(WorkerStartError(str(exc)))
 
     def _slot(self) -> None:
-        worker = self._spawn()
+        """Take a task, then start a worker for it if this slot has none yet:
+        workers start as work needs them, as the standard's do (one task
+        never waits for a whole pool to start, nor shutdown for it to stop)."""
+        worker: _Worker | None = None
         try:
-            while worker is not None:
+            while True:
                 task = self._next()
                 if task is None:
                     break
+                if worker is None:
+                    worker = self._spawn()
+                    if worker is None:  # the executor is broken: this task fails with the rest
+                        task.future.set_exception(WorkerStartError(str(self._broken)))
+                        break
                 worker = self._run(worker, task)
                 del task  # the result belongs to the caller now, not to this idle thread
         finally:

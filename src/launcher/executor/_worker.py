@@ -125,10 +125,60 @@ def _error_payload(exc, cloudpickle, stage="run"):
     }, protocol=4)
 
 
+class _LazyCloudpickle:
+    """What the pool worker pickles with: plain pickle, and cloudpickle only
+    for what pickle cannot do by reference (functions and classes sent by
+    value).  Importing cloudpickle costs a worker's start-up about as much
+    as the interpreter's own start; most tasks and results never need it.
+    Loading needs no help: a payload that holds by-value code names
+    cloudpickle's own functions, and unpickling imports it then."""
+
+    def __init__(self):
+        self._module = None
+
+    @property
+    def module(self):
+        if self._module is None:
+            import cloudpickle
+
+            self._module = cloudpickle
+        return self._module
+
+    @staticmethod
+    def loads(data):
+        import pickle
+
+        return pickle.loads(data)
+
+    def dumps(self, obj, protocol):
+        import pickle
+
+        try:
+            return pickle.dumps(obj, protocol=protocol)
+        except Exception:
+            return self.module.dumps(obj, protocol=protocol)
+
+    def dump_into(self, obj, sink, protocol):
+        import pickle
+
+        try:
+            pickle.Pickler(sink, protocol=protocol).dump(obj)
+            return
+        except OSError:
+            raise
+        except Exception:
+            sink.discard()
+            sink.__init__(sink.path, sink.threshold)
+        self.module.Pickler(sink, protocol=protocol).dump(obj)
+
+
 def _dump_result(result, sink, cloudpickle):
     """Pickle `result` into `sink`; an unpicklable result is an error naming its type."""
     try:
-        cloudpickle.Pickler(sink, protocol=P.PROTOCOL).dump(result)
+        if isinstance(cloudpickle, _LazyCloudpickle):
+            cloudpickle.dump_into(result, sink, P.PROTOCOL)
+        else:
+            cloudpickle.Pickler(sink, protocol=P.PROTOCOL).dump(result)
     except OSError:
         sink.discard()  # the spill file could not be written (never one we did not create)
         raise
@@ -320,13 +370,13 @@ def pool_main(argv):
     if os.getppid() != parent:  # the driver died before the watch began
         return 1
     _default_signals()
-    try:
-        import cloudpickle
-    except ImportError as exc:
-        P.write_frame(wfd, P.FATAL, 0, _no_cloudpickle(exc).encode("utf-8", "replace"))
+    import importlib.util
+
+    if importlib.util.find_spec("cloudpickle") is None:
+        P.write_frame(wfd, P.FATAL, 0, _no_cloudpickle("not found").encode("utf-8", "replace"))
         return 3
     try:
-        return _serve(rfd, wfd, spill_dir, cloudpickle)
+        return _serve(rfd, wfd, spill_dir, _LazyCloudpickle())
     finally:
         tree.end_tree(1.0)  # a task's processes live no longer than its worker
 
