@@ -153,7 +153,7 @@ def try_fast(args: "list[str]") -> None:
     if supervised is not None:
         from launcher import supervise
 
-        sys.exit(supervise.run(list(argv), env, *supervised))
+        supervise.leave(supervise.run(list(argv), env, *supervised))
     sys.exit(execute.exec_command(list(argv), env))
 
 

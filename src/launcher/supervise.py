@@ -11,9 +11,15 @@ No `from __future__ import annotations` (see execute.py).
 """
 
 import os
-import signal
 import sys
 import time
+
+try:
+    # The C module: `signal` itself builds its enums at import (enum,
+    # functools, collections: ~6 ms of a ~40 ms warm start).
+    import _signal as signal
+except ImportError:  # pragma: no cover - every CPython has it
+    import signal
 
 from launcher import _proctree, execute
 
@@ -142,6 +148,14 @@ def run(argv: "list[str]", env: "dict[str, str]", timeout: "float | None" = None
         if ended:
             execute.say(f"ended {_processes(ended)} the command left behind")
     return status
+
+
+def leave(status: int) -> None:
+    """Exit with `status` at once: the command has ended and nothing of ours
+    is pending, so the interpreter's own teardown (a few ms of every
+    supervised run) is skipped; stdio is flushed first."""
+    _flush()
+    os._exit(status)
 
 
 def _processes(n: int) -> str:

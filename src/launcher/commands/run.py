@@ -93,5 +93,5 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
         _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
                           prepared.watch, str(prepared.layout.root), prepared.watch_trees, supervised)
     if supervised is not None:
-        sys.exit(supervisor.run(prepared.argv, prepared.env, timeout, kill_after))
+        supervisor.leave(supervisor.run(prepared.argv, prepared.env, timeout, kill_after))
     sys.exit(prepared.exec())
