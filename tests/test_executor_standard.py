@@ -152,7 +152,42 @@ def test_what_a_task_started_dies_with_a_sigkilled_driver(environ: dict[str, str
         subprocess.run(["pkill", "-KILL", "-x", "-f", f"sleep {tag}"], check=False)
 
 
-def test_a_task_timeout_takes_the_tasks_children_along(environ: dict[str, str]) -> None:
+REPLICA_LEAVER = """
+import sys, time
+from launcher.replicas import LocalReplicaExecutor
+ex = LocalReplicaExecutor(flags={"find-links": [sys.argv[1]], "offline": True})
+(h,) = ex.launch_replicas(1, "executor_tasks.leave_sleepers_and_wait", (sys.argv[2],))
+while not ex.stream_logs(h):
+    time.sleep(0.05)
+print(ex.stream_logs(h)[0], flush=True)
+time.sleep(120)
+"""
+
+
+def test_what_a_replica_started_dies_with_a_sigkilled_driver(environ: dict[str, str], tmp_path: Path) -> None:
+    """The replica's own group is not enough: children in another group, in
+    another session or daemonised die with the driver too."""
+    (tmp_path / "driver.py").write_text(REPLICA_LEAVER)
+    tag = str(400 + uuid.uuid4().int % 10**6)
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(WHEELHOUSE), tag],
+                              env=environ, stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 3 and not any(gone(p) for p in pids), pids
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 5
+        while not all(gone(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in pids if not gone(p)] == []
+    finally:
+        driver.kill()
+        driver.wait()
+        subprocess.run(["pkill", "-KILL", "-x", "-f", f"sleep {tag}"], check=False)
+
+
+def test_a_let_go_worker_takes_its_tasks_children_along(environ: dict[str, str]) -> None:
     tag = str(400 + uuid.uuid4().int % 10**6)
     with executor(None, environ, max_workers=1) as ex:
         pids = ex.submit(tasks.leave_sleepers, tag).result(timeout=60)
