@@ -155,7 +155,8 @@ def test_killed_worker_fails_its_task_and_is_replaced(py313: str, environ: dict[
     with executor(py313, environ, max_workers=1) as ex:
         fut = ex.submit(tasks.mark_and_sleep, str(marker), 60)
         deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
+        # Created, then written: wait for the whole line.
+        while not (marker.exists() and marker.read_text().endswith("\n")) and time.monotonic() < deadline:
             time.sleep(0.05)
         victim = int(marker.read_text())
         assert fut.worker is not None and fut.worker.pid == victim
