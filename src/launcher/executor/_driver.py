@@ -224,7 +224,7 @@ class _Worker:
         or was stopped with it.  UNSENT (future untouched) when the worker had
         died while idle: the task never reached it, so it may go to another."""
         spill = self.spill / f"{task.id}.result"
-        if self.proc.poll() is not None:
+        if self.proc.poll() is not None or _dying(self.proc.pid):
             self.close(kill=True)
             return UNSENT
         try:
@@ -297,6 +297,18 @@ class _Worker:
         if self.lifeline >= 0:
             fd, self.lifeline = self.lifeline, -1
             _close(fd)
+
+
+def _dying(pid: int) -> bool:
+    """Killed and on its way out, though not reapable yet: the main thread of
+    a worker is a zombie until its lifeline thread has exited too, and until
+    then the task pipe still takes a write that nobody will read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def _close(fd: int) -> None:
