@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from _measure import TIME, Cmd, CommandFailed, paired, paired_rss, run_once
-from _workspace import EXECUTOR_BENCH, LAUNCHER, WHEELHOUSE, WITH_ARGS, Missing, Workspace
+from _workspace import (
+    EXECUTOR_BENCH,
+    EXECUTOR_STARTUP,
+    LAUNCHER,
+    WHEELHOUSE,
+    WITH_ARGS,
+    Missing,
+    Workspace,
+)
 
 from support import imported_modules, installs
 
@@ -286,9 +294,21 @@ def _executor_bench(ws: Workspace, mode: str, pairs: int) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def _executor_startup(ws: Workspace, mode: str, pairs: int) -> dict[str, Any]:
+    """Run bench/_executor_startup.py (start-up vs ProcessPoolExecutor(spawn), or map chunking)."""
+    proc = _output([sys.executable, str(EXECUTOR_STARTUP), mode, str(pairs), str(ws.cache), str(WHEELHOUSE)],
+                   ws.base_env())
+    if proc.returncode != 0:
+        raise CommandFailed(f"{EXECUTOR_STARTUP.name} {mode}: {proc.stderr.strip()[-400:]}")
+    return dict(json.loads(proc.stdout))
+
+
 def executor_timed(ws: Workspace, scale: Scale, row: Row, mode: str) -> Row:
     try:
-        got = _executor_bench(ws, mode, scale.executor)
+        if mode in ("startup", "chunks"):  # a sample is ~0.5 s (startup) or several s (chunksize 1)
+            got = _executor_startup(ws, mode, max(3, scale.executor // (5 if mode == "startup" else 20)))
+        else:
+            got = _executor_bench(ws, mode, scale.executor)
     except Missing as exc:
         row.note = str(exc)
         return row
@@ -327,6 +347,23 @@ def _gate(which: str) -> RowFn:
 
 def _executor(mode: str) -> RowFn:
     return lambda ws, scale, row: executor_timed(ws, scale, row, mode)
+
+
+def supervised(ws: Workspace, scale: Scale, row: Row) -> Row:
+    py = ws.venv("bare311")
+    plain = ws.run_args(py, "-c", PASS)
+    a = Cmd([*plain[:2], "--supervise", *plain[2:]], ws.launcher_env())
+    b = Cmd(plain, ws.launcher_env())
+    for cmd in (a, b):  # the first run of each takes the full path and remembers it
+        subprocess.run(cmd.argv, env=cmd.env, check=True, capture_output=True, timeout=300)
+    probe = _output([sys.executable, "-X", "importtime", *a.argv], a.env)
+    mods = imported_modules(probe.stderr)
+    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY or m in HEAVY)
+    if probe.returncode != 0 or "launcher.supervise" not in mods or heavy:
+        raise CommandFailed(f"the supervised warm run did not take the fast path (imported {heavy[:5]})")
+    row.note = "both warm (fast path, no click/pydantic); A supervised (launcher.supervise loaded)"
+    row.summary = paired(a, b, pairs=scale.start).summary()
+    return row.judge()
 
 
 def rows() -> list[tuple[Row, RowFn]]:
@@ -383,6 +420,15 @@ def rows() -> list[tuple[Row, RowFn]]:
         (Row("ray-tasks", "Ray: 8 SPREAD tasks on 2 nodes importing markupsafe, warm (3.11, ray 2.60)",
              "tasks under `launcher.ray.runtime_env(--with markupsafe)`: the node's launcher tree",
              "plain Ray, markupsafe preinstalled (on PYTHONPATH)", 1.10), rows_ray.ray_tasks),
+        (Row("executor-startup", "executor: constructor + first result + shutdown (3.11, 2 workers, warm)",
+             "`launcher.Executor(max_workers=2)`, `submit(pid).result()`, `shutdown()`",
+             "`ProcessPoolExecutor(2, mp_context=spawn)`, the same", 1.3), _executor("startup")),
+        (Row("executor-chunks", "executor: `map` over 10,000 tiny items (3.11, 2 workers)",
+             "`launcher.Executor`: `map(noop, range(10000), chunksize=100)`",
+             "the same with `chunksize=1`", 0.5), _executor("chunks")),
+        (Row("supervise", "launch: warm `launcher run --supervise` (3.11)",
+             "`launcher run --supervise --with markupsafe ... -- python -c pass` (warm)",
+             "`launcher run --with markupsafe ... -- python -c pass` (warm)", 1.15), supervised),
     ]
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE  # noqa: E402,F401
 
 EXECUTOR_BENCH = Path(__file__).resolve().parent / "_executor_bench.py"
+EXECUTOR_STARTUP = Path(__file__).resolve().parent / "_executor_startup.py"
 # loky, for the executor rows only: installed into the scratch dir, never a
 # dependency of the project.
 LOKY = "loky==3.7.0"

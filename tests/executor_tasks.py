@@ -140,3 +140,46 @@ def hard_exit(code: int) -> None:
 
 def kill_self(sig: int) -> None:
     os.kill(os.getpid(), sig)
+
+
+class ExitAtUnpickle:
+    """A result whose loading (in the driver) raises SystemExit."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return sys.exit, (5,)
+
+
+def exit_at_unpickle() -> ExitAtUnpickle:
+    return ExitAtUnpickle()
+
+
+def put(queue: object, value: object) -> None:
+    queue.put(value)  # type: ignore[attr-defined]
+
+
+def pid_and(value: int) -> tuple[int, int]:
+    return os.getpid(), value
+
+
+def sleep_and_print(seconds: float, text: str) -> None:
+    time.sleep(seconds)
+    print(text, flush=True)
+
+
+def leave_sleepers(tag: str) -> list[int]:
+    """Children that try to outlive the task: one in a process group of its
+    own, one in a session of its own, and one daemonised (double fork)."""
+    group = subprocess.Popen(["sleep", tag], process_group=0)
+    session = subprocess.Popen(["sleep", tag], start_new_session=True)
+    daemon = subprocess.run(["sh", "-c", f"(sleep {tag} >/dev/null 2>&1 & echo $!) &"],
+                            capture_output=True, text=True, check=True)
+    return [group.pid, session.pid, int(daemon.stdout.split()[0])]
+
+
+def multiprocessing_loaded() -> bool:
+    return "multiprocessing" in sys.modules
+
+
+def leave_sleepers_and_wait(tag: str) -> None:
+    print(" ".join(map(str, leave_sleepers(tag))), flush=True)
+    time.sleep(120)

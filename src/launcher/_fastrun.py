@@ -27,7 +27,7 @@ import sys
 
 from launcher import execute
 
-VERSION = 2
+VERSION = 3  # 3: entries say whether to supervise
 MAX_ENTRIES = 64
 DIRS = ".launcher-dirs"  # tree.DIRS: every directory of a published tree
 # cache.safety.AREAS: every area must pass the rule, not only those this run reads.
@@ -145,7 +145,7 @@ def try_fast(args: "list[str]") -> None:
         with open(entry_path(root, text), "rb") as f:
             if not _ours(f):
                 return
-            version, stored, argv, plan_name = marshal.loads(f.read())
+            version, stored, argv, plan_name, supervised = marshal.loads(f.read())
         if version != VERSION or stored != text or "/" in plan_name:
             return
         with open(root + "/memo/" + plan_name, "rb") as f:
@@ -171,12 +171,16 @@ def try_fast(args: "list[str]") -> None:
                          ).encode("utf-8", "replace"))
         except OSError:
             pass
+    if supervised is not None:
+        from launcher import supervise
+
+        supervise.leave(supervise.run(list(argv), env, *supervised))
     sys.exit(execute.exec_command(list(argv), env))
 
 
 # `launcher run` options that take no value (every other option takes one):
 # the is_flag options of commands/run.py and commands/options.py.
-FLAGS = ("-q", "--quiet", "-v", "--verbose", "--offline", "--isolated", "--refresh", "--record")
+FLAGS = ("-q", "--quiet", "-v", "--verbose", "--supervise", "--offline", "--isolated", "--refresh", "--record")
 
 
 def verbose(args: "list[str]", names: "tuple[str, ...]" = ("-v", "--verbose")) -> bool:
@@ -194,8 +198,10 @@ def verbose(args: "list[str]", names: "tuple[str, ...]" = ("-v", "--verbose")) -
 
 def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str,
              argv: "list[str]", ours: "dict[str, str]", ld_preload: "str | None",
-             watch: "list[str]", root: str, watch_trees: "list[str] | tuple[str, ...]" = ()) -> None:
-    """Store a clean plan for the next identical invocation (best effort)."""
+             watch: "list[str]", root: str, watch_trees: "list[str] | tuple[str, ...]" = (),
+             supervised: "tuple[float | None, float | None] | None" = None) -> None:
+    """Store a clean plan for the next identical invocation (best effort);
+    `supervised` is (timeout, kill_after) when it runs under `launcher.supervise`."""
     if cache_root(environ) != root:
         return
     import hashlib
@@ -211,7 +217,7 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
         os.makedirs(memo, 0o700, exist_ok=True)
         if not os.path.exists(memo + "/" + plan_name):
             _write(memo + "/" + plan_name, marshal.dumps(plan))
-        _write(entry_path(root, text), marshal.dumps((VERSION, text, tuple(argv), plan_name)))
+        _write(entry_path(root, text), marshal.dumps((VERSION, text, tuple(argv), plan_name, supervised)))
         _evict(memo)
     except OSError:
         pass
@@ -283,6 +289,8 @@ def _drop_unnamed_plans(memo: str, plans: "list[str]", entries: "list[str]") -> 
 
 # The modules the warm path imports (tests/test_gate_imports.py holds it to these).
 FAST_MODULES = ("launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute")
+# ...and, under --supervise, these (stdlib-only as well).
+SUPERVISE_MODULES = ("launcher.supervise", "launcher._proctree")
 
 
 def ensure_bytecode() -> None:
@@ -298,7 +306,7 @@ def ensure_bytecode() -> None:
     import importlib.util
     import py_compile
 
-    for name in FAST_MODULES:
+    for name in (*FAST_MODULES, *SUPERVISE_MODULES):
         mod = sys.modules.get(name)
         src, cached = getattr(mod, "__file__", None), getattr(mod, "__cached__", None)
         if not src or not cached:

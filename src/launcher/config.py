@@ -38,6 +38,8 @@ class Settings(BaseModel):
     lock_timeout: float = Field(900.0, alias="lock-timeout", gt=0)
     failure_ttl: float = Field(60.0, alias="failure-ttl", ge=0)
     record: bool = False
+    # `launcher run` stays as a supervising parent instead of exec (see launcher.supervise).
+    supervise: bool = False
     build: Literal["never", "fallback", "always"] = "fallback"
     # A lock file (`launcher lock`): install exactly its pins, resolve nothing.
     lock: str | None = None
@@ -206,7 +208,7 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             # Whitespace or newlines, as pip's PIP_* lists: a comma belongs to
             # a requirement ('pydantic>=2,<3', 'pkg[a,b]'), never splits it.
             out[key] = raw.split()
-        elif key in ("offline", "record", "isolated"):
+        elif key in ("offline", "record", "isolated", "supervise"):
             # Empty means unset-ish (false); anything pydantic cannot read as a
             # boolean ("maybe") is reported rather than silently taken as false.
             out[key] = raw.strip().lower() or "false"
@@ -324,7 +326,7 @@ def _allowed(key: str) -> str:
         return " or ".join(repr(a) for a in args)
     if key in LIST_KEYS:
         return "a list of strings"
-    return {"offline": "true or false", "record": "true or false", "isolated": "true or false",
+    return {"offline": "true or false", "record": "true or false", "isolated": "true or false", "supervise": "true or false",
             "lock": "a lock file written by 'launcher lock'",
             "lock-timeout": "a number of seconds > 0", "failure-ttl": "a number of seconds >= 0",
             "index-url": "a URL such as https://pypi.org/simple",

@@ -7,6 +7,7 @@ where this package is not importable: they are stdlib + cloudpickle only.
 
 from launcher.executor._driver import (
     Executor,
+    PayloadError,
     RemoteError,
     RemoteTraceback,
     TaskFuture,
@@ -18,6 +19,6 @@ from launcher.executor._driver import (
 from launcher.executor._pickling import BytecodeNotPortable
 
 __all__ = [
-    "BytecodeNotPortable", "Executor", "RemoteError", "RemoteTraceback", "TaskFuture", "TaskTimeout",
+    "BytecodeNotPortable", "Executor", "PayloadError", "RemoteError", "RemoteTraceback", "TaskFuture", "TaskTimeout",
     "WorkerDied", "WorkerInfo", "WorkerStartError",
 ]

@@ -4,8 +4,9 @@ started the way `launcher run python` starts Python, on any interpreter.
 One thread per worker slot spawns its worker, hands it one task at a time and
 waits for the reply: a worker is never sent a task it is not reading, and its
 replies are always drained, so nothing deadlocks on a pipe.  The slot thread
-lives as long as the executor because PR_SET_PDEATHSIG fires when the thread
-that forked the worker exits.
+holds the write end of its worker's lifeline pipe: when the driver dies, even
+by SIGKILL, the worker sees EOF and ends every process its tasks started
+(it is their subreaper), then itself.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import subprocess
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import BrokenExecutor, Future
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor as _BaseExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launcher.cache import safety
 from launcher.executor import _protocol as P
-from launcher.executor._pickling import dumps_for
+from launcher.executor._pickling import BytecodeNotPortable, dumps_for
 from launcher.executor._start import WorkerCommand, argv_for, private_dir, worker_command
 
 if TYPE_CHECKING:
@@ -77,12 +79,20 @@ class RemoteError(Exception):
         self.message = message
 
 
-class WorkerDied(BrokenExecutor):
-    """The worker running a task died; the task is not retried, the worker is replaced."""
+class WorkerDied(BrokenProcessPool):
+    """The worker running a task died; the task is not retried, the worker is replaced.
+
+    A `BrokenProcessPool`, so code written for `ProcessPoolExecutor` catches
+    it; unlike there, only that task fails and the executor stays usable."""
 
 
-class WorkerStartError(BrokenExecutor):
+class WorkerStartError(BrokenProcessPool):
     """Workers cannot be started (no cloudpickle in the runtime, a failing initializer)."""
+
+
+class PayloadError(BrokenProcessPool):
+    """A task could not be loaded in its worker, or its result in the driver
+    (its `__cause__` says why).  Only that task fails."""
 
 
 class TaskTimeout(TimeoutError):
@@ -92,17 +102,21 @@ class TaskTimeout(TimeoutError):
 # ------------------------------------------------------------------- pickling
 
 
-def _rebuild_error(payload: bytes | bytearray) -> BaseException:
+def _rebuild_error(payload: bytes | bytearray, name: str) -> BaseException:
     info = pickle.loads(payload)
     exc: BaseException | None = None
     if info["exc"] is not None:
         try:
             exc = pickle.loads(info["exc"])
-        except Exception:
+        except BaseException:  # SystemExit from a __reduce__ included: never the slot thread's end
             exc = None
     if not isinstance(exc, BaseException):
         exc = RemoteError(f"{info['module']}.{info['qualname']}", info["message"])
     exc.__cause__ = RemoteTraceback(info["traceback"])
+    if info.get("stage") == "load":
+        err = PayloadError(f"{name} cannot be loaded in the worker: {info['qualname']}: {info['message']}")
+        err.__cause__ = exc
+        return err
     return exc
 
 
@@ -134,6 +148,34 @@ class _Task:
     name: str
 
 
+class _Chunk:
+    """`map(fn, ..., chunksize=n)`: one task runs `fn` over a chunk of argument tuples."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, chunk: Iterable[tuple[Any, ...]]) -> list[Any]:
+        # What the worker does with it (see _worker._call); never run here.
+        return [self.fn(*args) for args in chunk]
+
+
+def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[tuple[Any, ...], ...]]:
+    it = zip(*iterables, strict=False)  # map() stops at the shortest, as zip does
+    while True:
+        chunk = tuple(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _flatten(lists: Iterator[list[Any]]) -> Iterator[Any]:
+    """The chunks' results in order, each dropped as soon as it is yielded."""
+    for part in lists:
+        part.reverse()
+        while part:
+            yield part.pop()
+
+
 DONE, GONE, UNSENT = "done", "gone", "unsent"
 
 
@@ -143,16 +185,21 @@ class _Worker:
     def __init__(self, cmd: WorkerCommand, spill: Path, init: bytes) -> None:
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
+        # The lifeline: only we hold its write end; EOF tells the worker that
+        # the driver is gone (however it died) or has let it go.
+        life_r, life_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                argv_for(cmd, "pool", [to_r, from_w, os.getpid(), spill]), env=cmd.env, cwd=cmd.cwd,
-                pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL)
+                argv_for(cmd, "pool", [to_r, from_w, os.getpid(), spill, life_r]), env=cmd.env, cwd=cmd.cwd,
+                pass_fds=(to_r, from_w, life_r), stdin=subprocess.DEVNULL)
         except BaseException:
-            for fd in (to_r, to_w, from_r, from_w):
+            for fd in (to_r, to_w, from_r, from_w, life_r, life_w):
                 os.close(fd)
             raise
         os.close(to_r)
         os.close(from_w)
+        os.close(life_r)
+        self.lifeline = life_w
         self.wfd = to_w
         self.reader = P.FrameReader(from_r)
         self.spill = spill
@@ -177,7 +224,7 @@ class _Worker:
         or was stopped with it.  UNSENT (future untouched) when the worker had
         died while idle: the task never reached it, so it may go to another."""
         spill = self.spill / f"{task.id}.result"
-        if self.proc.poll() is not None:
+        if self.proc.poll() is not None or _dying(self.proc.pid):
             self.close(kill=True)
             return UNSENT
         try:
@@ -197,11 +244,12 @@ class _Worker:
             elif kind == P.SPILLED:
                 value = P.load_spill(str(spill), pickle.load)
             else:
-                task.future.set_exception(_rebuild_error(payload))
+                task.future.set_exception(_rebuild_error(payload, task.name))
                 return DONE
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a __reduce__ too: the slot thread goes on
             _unlink(spill)
-            err = RuntimeError(f"the result of {task.name} cannot be loaded in the driver: {exc}")
+            err = PayloadError(f"the result of {task.name} cannot be loaded in the driver: "
+                               f"{type(exc).__name__}: {exc}")
             err.__cause__ = exc
             task.future.set_exception(err)
             return DONE
@@ -224,23 +272,50 @@ class _Worker:
         return GONE
 
     def close(self, *, kill: bool, grace: float = 5.0) -> None:
-        if kill:
-            self.proc.kill()
-        else:
+        """Let the worker go; `kill`: now.  Either way what its tasks started
+        ends with it: it sees its lifeline close and ends them first."""
+        if not kill:
             try:
                 P.write_frame(self.wfd, P.EXIT, 0)
             except OSError:
                 pass
+        # Killed: the lifeline closes first (the worker then ends its tasks'
+        # processes and itself); let go: last, so it exits its own way.
+        if kill:
+            self._let_go()
         for fd in (self.wfd, self.reader.fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close(fd)
         try:
-            self.proc.wait(grace)
+            # One stuck in C code that holds the GIL does not get long.
+            self.proc.wait(1.0 if kill else grace)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self.lifeline >= 0:
+            fd, self.lifeline = self.lifeline, -1
+            _close(fd)
+
+
+def _dying(pid: int) -> bool:
+    """Killed and on its way out, though not reapable yet: the main thread of
+    a worker is a zombie until its lifeline thread has exited too, and until
+    then the task pipe still takes a write that nobody will read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _unlink(path: Path) -> None:
@@ -251,7 +326,17 @@ def _unlink(path: Path) -> None:
 
 
 def _task_name(fn: Callable[..., Any]) -> str:
+    if isinstance(fn, _Chunk):
+        return f"a chunk of map({_task_name(fn.fn)})"
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _authkey() -> bytes:
+    """This process's multiprocessing authkey: Manager proxies passed as
+    arguments connect back with it, as in a spawned child."""
+    import multiprocessing.process
+
+    return bytes(multiprocessing.process.current_process().authkey)
 
 
 # ------------------------------------------------------------------- executor
@@ -285,13 +370,17 @@ class Executor(_BaseExecutor):
                  initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
                  timeout: float | None = None) -> None:
         if max_workers is not None and max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
+            raise ValueError("max_workers must be greater than 0")
         self.max_workers = max_workers or os.cpu_count() or 1
         self.timeout = timeout
         self.command = worker_command(python, flags=flags, settings=settings, cwd=cwd, environ=environ,
                                       env_policy=env_policy, env_allow=tuple(env_allow))
-        self._init = self._dumps({"paths": self.command.paths, "initializer": initializer,
-                                  "initargs": tuple(initargs)})
+        # Plain data first: the worker adds the project paths (and the
+        # authkey) before it loads an initializer that may live there.
+        self._init = pickle.dumps({
+            "paths": self.command.paths, "authkey": _authkey(),
+            "initializer": None if initializer is None else self._dumps((initializer, tuple(initargs))),
+        }, protocol=4)
         self._spill = private_dir(self.command.prepared.layout.root, "spill")
         self._cv = threading.Condition()
         self._pending: deque[_Task] = deque()
@@ -326,20 +415,49 @@ class Executor(_BaseExecutor):
                     kwargs: Mapping[str, Any] | None = None, *, timeout: float | None = None) -> TaskFuture:
         """`submit` with options: `timeout` (seconds) stops the task's worker
         when it runs longer; the future then raises `TaskTimeout`."""
-        payload = self._dumps((fn, tuple(args), dict(kwargs or {})))
-        future = TaskFuture()
-        task = _Task(next(self._ids), future, payload, self.timeout if timeout is None else timeout,
-                     _task_name(fn))
         with self._cv:
-            if self._broken is not None:
-                raise WorkerStartError(str(self._broken)) from self._broken
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
+        future = TaskFuture()
+        name = _task_name(fn)
+        try:
+            if isinstance(fn, _Chunk):
+                payload = self._dumps((fn.fn, tuple(args)[0]))
+            else:
+                payload = self._dumps((fn, tuple(args), dict(kwargs or {})))
+        except BytecodeNotPortable:
+            raise  # a mistake in the caller's code, said where it was made
+        except Exception as exc:
+            # As ProcessPoolExecutor: the error is the future's, as a PicklingError.
+            err = exc if isinstance(exc, pickle.PicklingError) else pickle.PicklingError(
+                f"cannot pickle {name} or its arguments: {type(exc).__name__}: {exc}")
+            if err is not exc:
+                err.__cause__ = exc
+            future.set_exception(err)
+            return future
+        task = _Task(next(self._ids), future, payload, self.timeout if timeout is None else timeout, name)
+        with self._cv:
+            self._check_open()
             self._pending.append(task)
             if not self._threads:
                 self._start_slots()
             self._cv.notify()
         return future
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise WorkerStartError(str(self._broken)) from self._broken
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """As `Executor.map`; `chunksize` > 1 sends the items to the workers
+        in chunks of that many (one task, one round trip each)."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        return _flatten(super().map(_Chunk(fn), _chunks(iterables, chunksize), timeout=timeout))
 
     def _dumps(self, obj: Any) -> bytes:
         return dumps_for(self.command, obj)
@@ -357,7 +475,9 @@ class Executor(_BaseExecutor):
                 t.join()
         if not threads or wait:
             safety.remove(self._spill)
-        _LIVE.discard(self)
+            # After shutdown(wait=False) the executor stays here: at exit the
+            # interpreter waits for its pending work, as the standard's does.
+            _LIVE.discard(self)
 
     # ------------------------------------------------------------- worker slots
 
@@ -402,12 +522,20 @@ class Executor(_BaseExecutor):
                 task.future.set_exception(WorkerStartError(str(exc)))
 
     def _slot(self) -> None:
-        worker = self._spawn()
+        """Take a task, then start a worker for it if this slot has none yet:
+        workers start as work needs them, as the standard's do (one task
+        never waits for a whole pool to start, nor shutdown for it to stop)."""
+        worker: _Worker | None = None
         try:
-            while worker is not None:
+            while True:
                 task = self._next()
                 if task is None:
                     break
+                if worker is None:
+                    worker = self._spawn()
+                    if worker is None:  # the executor is broken: this task fails with the rest
+                        task.future.set_exception(WorkerStartError(str(self._broken)))
+                        break
                 worker = self._run(worker, task)
                 del task  # the result belongs to the caller now, not to this idle thread
         finally:
@@ -443,3 +571,4 @@ class Executor(_BaseExecutor):
             alive = [t for t in self._threads if t is not me and t.is_alive()]
         if not alive and self._shutdown:
             safety.remove(self._spill)
+            _LIVE.discard(self)

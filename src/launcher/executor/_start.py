@@ -121,16 +121,28 @@ def _find(prepared: Prepared, exe: str) -> PreparedInterpreter:
 
 
 def private_dir(root: Path, name: str) -> Path:
-    """A fresh 0700 directory under `root/name` (itself 0700, ours, not a symlink)."""
+    """A fresh 0700 directory under `root/name` (itself 0700, ours, not a
+    symlink).  Anything else there is one LauncherError naming the path."""
+    from launcher.errors import LauncherError
+
     parent = root / name
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = os.lstat(parent)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise PermissionError(f"{parent} is not a directory owned by this user; remove it")
-    if st.st_mode & 0o077:
-        os.chmod(parent, 0o700)
-    _sweep(parent)
-    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
+    fix = "remove it (the launcher recreates it, private to you)"
+    try:
+        try:
+            parent.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            pass  # a directory (checked below) or something else (refused below)
+        st = os.lstat(parent)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise LauncherError(f"{parent} is not a directory", fix=fix)
+        if st.st_uid != os.getuid():
+            raise LauncherError(f"{parent} belongs to another user (uid {st.st_uid})", fix=fix)
+        if st.st_mode & 0o077:
+            os.chmod(parent, 0o700, follow_symlinks=False)
+        _sweep(parent)
+        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        raise LauncherError(f"{exc.filename or parent}: {exc.strerror or exc}", fix=fix) from None
 
 
 def _sweep(parent: Path) -> None:

@@ -5,10 +5,11 @@
 # launcher package itself is NOT importable here, so: stdlib + cloudpickle,
 # CPython 3.8+ and PyPy.
 #
-#   pool    RFD WFD PARENT_PID SPILL_DIR   serve tasks over two pipes
+#   pool    RFD WFD PARENT_PID SPILL_DIR LIFELINE_FD   serve tasks over two pipes
 #   replica PARENT_PID RUN_DIR RANK FD     run one entrypoint, write its outcome
 import os
 import sys
+from pickle import PicklingError
 
 _HERE = os.path.dirname(os.path.realpath(__file__))
 # Python put this script's directory first on sys.path: it is ours, not the
@@ -17,44 +18,45 @@ if sys.path and sys.path[0] and os.path.realpath(sys.path[0]) == _HERE:
     del sys.path[0]
 
 
-def _load_protocol():
+def _load(name, path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "_launcher_executor_protocol", os.path.join(_HERE, "_protocol.py"))
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-P = _load_protocol()
+P = _load("_launcher_executor_protocol", os.path.join(_HERE, "_protocol.py"))
 
 
-def _die_with_parent(parent):
-    """Never outlive the driver: PR_SET_PDEATHSIG on Linux (the kernel kills
-    us when the driver's spawning thread exits), a polling watch elsewhere."""
-    import signal
+def _proctree():
+    return _load("_launcher_proctree", os.path.join(os.path.dirname(_HERE), "_proctree.py"))
 
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
-                if os.getppid() != parent:  # the driver died before prctl
-                    os._exit(1)
-                return
-        except Exception:
-            pass
+def _tree_dies_with_parent(lifeline):
+    """Nothing a task started outlives the driver.  This worker adopts its
+    tasks' orphans (a child subreaper: a process that daemonises or leaves
+    our process group stays in our tree), and when the lifeline closes (the
+    driver died, even by SIGKILL, or let us go) a thread SIGKILLs every
+    descendant, then this process."""
     import threading
-    import time
+
+    os.set_inheritable(lifeline, False)
+    tree = _proctree()
+    tree.become_subreaper()
 
     def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        try:
+            while os.read(lifeline, 1):
+                pass
+        except OSError:
+            pass
+        tree.end_tree(0)
         os._exit(1)
 
-    threading.Thread(target=watch, name="launcher-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="launcher-worker-lifeline", daemon=True).start()
+    return tree
 
 
 def _default_signals():
@@ -106,7 +108,7 @@ def _add_project_paths(paths):
         sys.path.insert(0, p)
 
 
-def _error_payload(exc, cloudpickle):
+def _error_payload(exc, cloudpickle, stage="run"):
     import pickle
     import traceback
 
@@ -119,22 +121,74 @@ def _error_payload(exc, cloudpickle):
     cls = type(exc)
     return pickle.dumps({
         "module": cls.__module__, "qualname": cls.__qualname__, "message": str(exc),
-        "traceback": tb, "exc": blob,
+        "traceback": tb, "exc": blob, "stage": stage,
     }, protocol=4)
+
+
+class _LazyCloudpickle:
+    """What the pool worker pickles with: plain pickle, and cloudpickle only
+    for what pickle cannot do by reference (functions and classes sent by
+    value).  Importing cloudpickle costs a worker's start-up about as much
+    as the interpreter's own start; most tasks and results never need it.
+    Loading needs no help: a payload that holds by-value code names
+    cloudpickle's own functions, and unpickling imports it then."""
+
+    def __init__(self):
+        self._module = None
+
+    @property
+    def module(self):
+        if self._module is None:
+            import cloudpickle
+
+            self._module = cloudpickle
+        return self._module
+
+    @staticmethod
+    def loads(data):
+        import pickle
+
+        return pickle.loads(data)
+
+    def dumps(self, obj, protocol):
+        import pickle
+
+        try:
+            return pickle.dumps(obj, protocol=protocol)
+        except Exception:
+            return self.module.dumps(obj, protocol=protocol)
+
+    def dump_into(self, obj, sink, protocol):
+        import pickle
+
+        try:
+            pickle.Pickler(sink, protocol=protocol).dump(obj)
+            return
+        except OSError:
+            raise
+        except Exception:
+            sink.discard()
+            sink.__init__(sink.path, sink.threshold)
+        self.module.Pickler(sink, protocol=protocol).dump(obj)
 
 
 def _dump_result(result, sink, cloudpickle):
     """Pickle `result` into `sink`; an unpicklable result is an error naming its type."""
     try:
-        cloudpickle.Pickler(sink, protocol=P.PROTOCOL).dump(result)
+        if isinstance(cloudpickle, _LazyCloudpickle):
+            cloudpickle.dump_into(result, sink, P.PROTOCOL)
+        else:
+            cloudpickle.Pickler(sink, protocol=P.PROTOCOL).dump(result)
     except OSError:
         sink.discard()  # the spill file could not be written (never one we did not create)
         raise
     except Exception as exc:
         sink.discard()
+        if isinstance(exc, PicklingError):
+            raise
         cls = type(result)
-        raise TypeError("the task's result of type %s.%s cannot be pickled: %s"
-                        % (cls.__module__, cls.__qualname__, exc)) from exc
+        raise PicklingError("the task's result of type %s.%s cannot be pickled: %s"
+                            % (cls.__module__, cls.__qualname__, exc)) from exc
 
 
 def _load_task(payload, cloudpickle):
@@ -191,16 +245,55 @@ class _Sigint:
         self.signal.pthread_sigmask(self.signal.SIG_UNBLOCK, [self.signal.SIGINT])
 
 
+class _AuthkeyOnImport:
+    """Give multiprocessing the driver's authkey when (and only if) a task
+    imports it, as a spawned child gets its parent's: Manager proxies passed
+    as arguments then connect back.  Importing multiprocessing up front
+    would cost every worker's start-up some 20 ms."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "multiprocessing.process":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            run, key = spec.loader.exec_module, self.key
+
+            def exec_module(module):
+                run(module)
+                module.current_process().authkey = key
+
+            spec.loader.exec_module = exec_module
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        return spec
+
+
+def _use_authkey(key):
+    loaded = sys.modules.get("multiprocessing.process")
+    if loaded is not None:
+        loaded.current_process().authkey = key
+    else:
+        sys.meta_path.insert(0, _AuthkeyOnImport(key))
+
+
 def _serve(rfd, wfd, spill_dir, cloudpickle):
     reader = P.FrameReader(rfd)
     kind, _, payload = reader.read()
     if kind != P.INIT:
         return 3
     try:
+        # Plain data first, then what may need the project's paths.
         init = cloudpickle.loads(payload)
         _add_project_paths(init["paths"])
+        if init.get("authkey"):
+            _use_authkey(init["authkey"])
         if init.get("initializer") is not None:
-            init["initializer"](*init.get("initargs", ()))
+            initializer, initargs = cloudpickle.loads(init["initializer"])
+            initializer(*initargs)
     except BaseException as exc:
         import traceback
 
@@ -220,19 +313,25 @@ def _serve(rfd, wfd, spill_dir, cloudpickle):
         if kind != P.TASK:
             continue
         sink = P.SpillSink(os.path.join(spill_dir, "%d.result" % task_id))
+        stage = "load"
         try:
-            fn, args, kwargs = _load_task(payload, cloudpickle)
+            task = _load_task(payload, cloudpickle)
             del payload
+            stage = "run"
             sigint.unblock()
             try:
-                result = fn(*args, **kwargs)
+                result = _call(task)
             finally:
                 sigint.block()
+                del task  # the arguments go now (a Manager proxy's __del__ may matter to the caller)
             _dump_result(result, sink, cloudpickle)
             del result
         except BaseException as exc:
             sigint.block()
-            reply = (P.ERROR, _error_payload(exc, cloudpickle))
+            # An ImportError is the user's to fix (the message says how); any
+            # other failure to load the task is the transport's (PayloadError).
+            reply = (P.ERROR, _error_payload(
+                exc, cloudpickle, "load" if stage == "load" and not isinstance(exc, ImportError) else "run"))
         else:
             if sink.spilled:
                 sink.close()
@@ -243,6 +342,15 @@ def _serve(rfd, wfd, spill_dir, cloudpickle):
             state.restore()
             _flush()
         P.write_frame(wfd, reply[0], task_id, reply[1])
+
+
+def _call(task):
+    """(fn, args, kwargs) is one call; (fn, chunk) a chunk of `map`: a list of results."""
+    if len(task) == 2:
+        fn, chunk = task
+        return [fn(*args) for args in chunk]
+    fn, args, kwargs = task
+    return fn(*args, **kwargs)
 
 
 def _flush():
@@ -258,14 +366,19 @@ def pool_main(argv):
     spill_dir = argv[3]
     for fd in (rfd, wfd):
         os.set_inheritable(fd, False)  # the tasks' own children must not hold our pipes
-    _die_with_parent(parent)
+    tree = _tree_dies_with_parent(int(argv[4]))
+    if os.getppid() != parent:  # the driver died before the watch began
+        return 1
     _default_signals()
-    try:
-        import cloudpickle
-    except ImportError as exc:
-        P.write_frame(wfd, P.FATAL, 0, _no_cloudpickle(exc).encode("utf-8", "replace"))
+    import importlib.util
+
+    if importlib.util.find_spec("cloudpickle") is None:
+        P.write_frame(wfd, P.FATAL, 0, _no_cloudpickle("not found").encode("utf-8", "replace"))
         return 3
-    return _serve(rfd, wfd, spill_dir, cloudpickle)
+    try:
+        return _serve(rfd, wfd, spill_dir, _LazyCloudpickle())
+    finally:
+        tree.end_tree(1.0)  # a task's processes live no longer than its worker
 
 
 def _no_cloudpickle(exc):
@@ -293,13 +406,16 @@ def _resolve(entrypoint):
 
 def _group_dies_with_parent(lifeline):
     """The driver holds the only write end of `lifeline`: EOF means it is gone,
-    and then so is this replica's whole process group, its own children
-    included.  (Not PR_SET_PDEATHSIG here: it would kill this process before
-    it could take its children along.)"""
+    and then so is this replica's whole process group, and every process it
+    started, those that left the group included (it is their subreaper).
+    (Not PR_SET_PDEATHSIG here: it would kill this process before it could
+    take its children along.)"""
     import signal
     import threading
 
     os.set_inheritable(lifeline, False)
+    tree = _proctree()
+    tree.become_subreaper()
 
     def watch():
         try:
@@ -307,6 +423,7 @@ def _group_dies_with_parent(lifeline):
                 pass
         except OSError:
             pass
+        tree.end_tree(0)
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="launcher-replica-lifeline", daemon=True).start()
