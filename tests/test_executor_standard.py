@@ -156,10 +156,10 @@ REPLICA_LEAVER = """
 import sys, time
 from launcher.replicas import LocalReplicaExecutor
 ex = LocalReplicaExecutor(flags={"find-links": [sys.argv[1]], "offline": True})
-(h,) = ex.launch_replicas(1, "executor_tasks.leave_sleepers_and_wait", (sys.argv[2],))
-while not ex.stream_logs(h):
+(h,) = ex.launch_replicas(1, "executor_tasks.leave_sleepers_and_wait", {"tag": sys.argv[2]})
+while not ex.stream_logs(h).strip():
     time.sleep(0.05)
-print(ex.stream_logs(h)[0], flush=True)
+print(ex.stream_logs(h).splitlines()[0], flush=True)
 time.sleep(120)
 """
 
@@ -235,7 +235,8 @@ def test_a_spill_or_replica_dir_of_another_user_is_one_clear_error(area: str, tm
 
     with pytest.raises(LauncherError) as info:
         start()
-    assert str(planted) in str(info.value) and "another user" in str(info.value)
+    # (the cache's one trust rule says it: the path, and whose it is)
+    assert str(planted) in str(info.value) and f"owned by {OTHER_USER}" in str(info.value)
     assert os.lstat(planted).st_uid == other.pw_uid  # left as it was
     # Not a directory at all: the same kind of error, naming it.
     os.rmdir(planted)
