@@ -75,6 +75,6 @@ def test_a_childs_build_shows_a_live_line_on_its_terminal(py313: str, slow_links
     live = re.findall(r"preparing the runtime for cp313-[\w.-]+ \(slowpkg\) +(\d:\d\d:\d\d)", err)
     assert live and "\x1b[" in err, err  # redrawn in place
     assert max(live) >= "0:00:01", err  # the elapsed time runs
-    assert re.search(r"launcher: built runtime cp313-\S+ \(1 package\(s\)\) in \d+\.\ds", err), err
+    assert re.search(r"launcher: built runtime cp313-\S+ \(1 package\) in \d+\.\ds", err), err
     assert "building from source" in err
 

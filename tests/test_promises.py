@@ -110,7 +110,7 @@ def test_a_foreign_extension_fails_the_build_at_publish(tmp_path: Path, env: dic
     assert (proc.returncode, proc.stdout) == (0, "payload\n"), proc.stderr
     [line] = proc.stderr.splitlines()
     assert re.fullmatch(
-        r"launcher: could not build the runtime for (cp311-\S+) \(the installer produced 1 extension module\(s\) "
+        r"launcher: could not build the runtime for (cp311-\S+) \(the installer produced 1 extension module "
         rf"\1 cannot import, e\.g\. {re.escape(so)} \(built for cp313 \(x86_64-linux-gnu\)\)\); the command runs "
         r"without it\. Run 'launcher doctor' for details\.", line), line
     assert [p.name for p in (cache_dir / "trees").iterdir() if not p.name.startswith(".")] == []

@@ -265,7 +265,7 @@ def verify(trees: tuple[str, ...], repair: bool, cache_dir: str | None, as_json:
             say(f"{len(bad)} of {plural(len(checks), 'runtime tree')} damaged: {', '.join(c.name for c in bad)}"
                 + ("" if repair else " (launcher cache verify --repair rebuilds them)"))
         if loose:
-            say(f"{len(loose)} code dir(s) of the cache break the trust rule; launcher run refuses them: "
+            say(f"{plural(len(loose), 'code dir')} of the cache {'breaks' if len(loose) == 1 else 'break'} the trust rule; launcher run refuses them: "
                 f"{loose[0].fix}")
     if bad or loose:
         sys.exit(1)
