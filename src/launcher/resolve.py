@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -282,17 +283,16 @@ def for_abi(uv: str, interp: Interpreter, spec: Spec, build: str,
 # ---------------------------------------------------------------- remembered answers
 
 
-def memo_path(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: str) -> str:
+def _memo_name(spec: Spec, abi_keys: Sequence[str], build: str) -> str:
     doc = {"spec": spec.base.hash, "abis": sorted(set(abi_keys)), "build": build}
-    key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-    return str(layout.specs / f"pins-{key}.json")
+    return f"pins-{hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]}.json"
 
 
 def remembered(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: str) -> JobPins | None:
     """The remembered answer for exactly these ABIs, else the newest one for
     more of them (a prewarm or lock of the whole job, then a run of one of
     its interpreters: the same pins, the same trees)."""
-    exact = _load(memo_path(layout, spec, abi_keys, build))
+    exact = _load(layout, _memo_name(spec, abi_keys, build))
     if exact is not None:
         return exact[1]
     wanted, best = set(abi_keys), None
@@ -301,7 +301,7 @@ def remembered(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: 
     except OSError:
         return None
     for name in names:
-        found = _load(str(layout.specs / name))
+        found = _load(layout, name)
         if found is None:
             continue
         (base, abis, policy, mtime), answer = found
@@ -311,15 +311,21 @@ def remembered(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: 
     return best[1] if best is not None else None
 
 
-def _load(path: str) -> tuple[tuple[str, list[str], str, int], JobPins] | None:
+def _load(layout: CacheLayout, name: str) -> tuple[tuple[str, list[str], str, int], JobPins] | None:
+    """A remembered answer in specs/, read as every cache file is (a private
+    file of ours, through checked directories, never through a link)."""
+    from launcher.cache import safety
+
+    raw = safety.read_file(layout.root, "specs", name)
+    if raw is None:
+        return None
     try:
-        with open(path, "rb", opener=_no_follow) as f:
-            data = json.loads(f.read())
-            mtime = os.fstat(f.fileno()).st_mtime_ns
+        data = json.loads(raw)
         answer = JobPins(abi_pins={k: tuple(v) for k, v in data["abi_pins"].items()},
                          pins=tuple(data["pins"]), lines=list(data["lines"]))
-        return (str(data.get("spec")), list(data.get("abis", [])), str(data.get("build")), mtime), answer
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return (str(data.get("spec")), list(data.get("abis", [])), str(data.get("build")),
+                int(data.get("at", 0))), answer
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -327,29 +333,23 @@ def remember(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: st
     """Best effort: a cache that cannot take it resolves again next time."""
     if answer.failed:
         return  # incomplete: the next launch tries the failed ABIs again
-    path = memo_path(layout, spec, abi_keys, build)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from launcher.cache import safety
+
     data = {"abi_pins": {k: list(v) for k, v in answer.abi_pins.items()}, "pins": list(answer.pins),
-            "lines": answer.lines, "spec": spec.base.hash, "abis": sorted(set(abi_keys)), "build": build}
+            "lines": answer.lines, "spec": spec.base.hash, "abis": sorted(set(abi_keys)), "build": build,
+            "at": time.time_ns()}
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
-def forget(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: str) -> None:
-    try:
-        os.unlink(memo_path(layout, spec, abi_keys, build))
-    except OSError:
+        safety.write_file(layout.root, "specs", _memo_name(spec, abi_keys, build),
+                          json.dumps(data, indent=1, sort_keys=True).encode())
+    except (OSError, safety.UntrustedCache):
         pass
 
 
-def _no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+def forget(layout: CacheLayout, spec: Spec, abi_keys: Sequence[str], build: str) -> None:
+    from launcher.cache import safety
+
+    try:
+        with safety.opened(layout.root, "specs") as fd:
+            os.unlink(_memo_name(spec, abi_keys, build), dir_fd=fd)
+    except (OSError, safety.UntrustedCache):
+        pass
