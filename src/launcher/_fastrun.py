@@ -212,77 +212,75 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
     digest = hashlib.sha256(marshal.dumps(plan, 2)).hexdigest()[:16]
     plan_name = f"plan-{_tag()}-{digest}.marshal"
     text = key(args, environ, cwd)
-    memo = root + "/memo"
+    from pathlib import Path
+
+    from launcher.cache import safety
+
+    # Every write and delete relative to memo/ as opened and checked: a
+    # component swapped for a link meanwhile is refused, never followed.
     try:
-        os.makedirs(memo, 0o700, exist_ok=True)
-        if not os.path.exists(memo + "/" + plan_name):
-            _write(memo + "/" + plan_name, marshal.dumps(plan))
-        _write(entry_path(root, text), marshal.dumps((VERSION, text, tuple(argv), plan_name, supervised)))
-        _evict(memo)
-    except OSError:
-        pass
+        with safety.opened(Path(root), "memo", create=True) as memo:
+            if plan_name not in os.listdir(memo):
+                _write(memo, plan_name, marshal.dumps(plan))
+            _write(memo, os.path.basename(entry_path(root, text)),
+                   marshal.dumps((VERSION, text, tuple(argv), plan_name, supervised)))
+            _evict(memo)
+    except (OSError, safety.UntrustedCache):
+        pass  # a full, read-only or untrusted cache: no memo, the next run takes the full path
     ensure_bytecode()
 
 
-def _write(path: str, data: bytes) -> None:
+def _write(memo: int, name: str, data: bytes) -> None:
     import time
 
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        # Exactly 0600 whatever the umask, never through a link.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as f:
-            os.fchmod(fd, 0o600)
-            f.write(data)
-        # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
-        now = time.time_ns()
-        os.utime(tmp, ns=(now, now))
-        os.replace(tmp, path)
-    except OSError:
-        # A full or read-only cache: no memo, the next run takes the full path.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from launcher.cache import safety
+
+    safety.write_at(memo, name, data)  # exactly 0600 whatever the umask, never through a link
+    # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
+    now = time.time_ns()
+    os.utime(name, ns=(now, now), dir_fd=memo, follow_symlinks=False)
 
 
-def _evict(memo: str) -> None:
+def _evict(memo: int) -> None:
     """Keep the newest MAX_ENTRIES entries of this Python and the plans they name."""
     runs, plans = f"run-{_tag()}-", f"plan-{_tag()}-"
     names = os.listdir(memo)
     old = f"run-{_tag()}.marshal"  # the single memo file earlier versions kept: never read now
     if old in names:
         try:
-            os.unlink(memo + "/" + old)
+            os.unlink(old, dir_fd=memo)
         except FileNotFoundError:
             pass  # a concurrent run removed it first
-    entries = sorted((n for n in names if n.startswith(runs)),
-                     key=lambda n: os.lstat(memo + "/" + n).st_mtime_ns)
+    entries = sorted((n for n in names if n.startswith(runs)), key=lambda n: _mtime(memo, n))
     for n in entries[:-MAX_ENTRIES]:
-        os.unlink(memo + "/" + n)
+        os.unlink(n, dir_fd=memo)
     entries = entries[-MAX_ENTRIES:]
     if len(entries) < MAX_ENTRIES and sum(n.startswith(plans) for n in names) <= len(entries):
         return  # nothing evicted, and plans stay no more than entries: bounded
     _drop_unnamed_plans(memo, [n for n in names if n.startswith(plans)], entries)
 
 
-def _drop_unnamed_plans(memo: str, plans: "list[str]", entries: "list[str]") -> None:
+def _mtime(memo: int, name: str) -> int:
+    return os.stat(name, dir_fd=memo, follow_symlinks=False).st_mtime_ns
+
+
+def _drop_unnamed_plans(memo: int, plans: "list[str]", entries: "list[str]") -> None:
     import time
 
     kept = set()
     for n in entries:
         try:
-            with open(memo + "/" + n, "rb") as f:
+            fd = os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=memo)
+            with open(fd, "rb") as f:
                 kept.add(marshal.loads(f.read())[3])
         except (OSError, ValueError, EOFError, TypeError, IndexError):
             continue
-    now = time.time()
+    now = time.time_ns()
     for n in plans:
         try:
             # A plan younger than a minute may be a concurrent run's, its entry not written yet.
-            if n not in kept and now - os.lstat(memo + "/" + n).st_mtime > 60:
-                os.unlink(memo + "/" + n)
+            if n not in kept and now - _mtime(memo, n) > 60 * 10**9:
+                os.unlink(n, dir_fd=memo)
         except OSError:
             pass
 

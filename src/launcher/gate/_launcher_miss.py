@@ -57,18 +57,18 @@ def record(env, event, **fields):
         else:
             parts.append('"%s": %s' % (k, _jstr(v)))
     line = ("{" + ", ".join(parts) + "}\n").encode("utf-8", "replace")
-    path = cache + "/runs/" + run + ".jsonl"
-    if _untrusted(cache, True) is not None or _untrusted(cache + "/runs") is not None:
+    if "/" in run:
+        return
+    runs = _open_area(cache, "runs", create=True)
+    if runs is None:
         return  # never append through a link, or into a dir others control
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o600)
-    except OSError:
-        try:
-            os.makedirs(cache + "/runs", 0o700, exist_ok=True)
-            fd = os.open(path, flags, 0o600)
-        except OSError:
-            return
+        fd = os.open(run + ".jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                     0o600, dir_fd=runs)
+    except (OSError, NotImplementedError):
+        return
+    finally:
+        os.close(runs)
     try:
         st = os.fstat(fd)
         if (st.st_uid == os.getuid() or st.st_uid == 0) and not st.st_mode & 0o022:
@@ -139,6 +139,54 @@ def watch_exit(env):
     atexit.register(exited)
 
 
+def _open_area(cache, area, create=False):
+    """A descriptor of the directory cache/area, each component checked as
+    it is opened (the root may be a link the user made; `area` is never
+    followed): what is written there is written where the check looked, and
+    a component swapped for a link meanwhile is refused.  None when it is
+    missing (and not `create`d), not ours, or writable by others."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        root = os.open(cache, flags)
+    except OSError:
+        return None
+    try:
+        if _problem(os.fstat(root)) is not None:
+            return None
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(area, flags, dir_fd=root)
+        except FileNotFoundError:
+            if not create:
+                return None
+            try:
+                os.mkdir(area, 0o700, dir_fd=root)
+            except FileExistsError:
+                pass
+            fd = os.open(area, flags, dir_fd=root)
+        if _problem(os.fstat(fd)) is not None:
+            os.close(fd)
+            return None
+        return fd
+    except (OSError, NotImplementedError):
+        return None
+    finally:
+        os.close(root)
+
+
+def _problem(st):
+    """The trust rule for a directory already stat'ed (see _untrusted)."""
+    if (st.st_mode & 0o170000) == 0o120000:
+        return "is a symlink (the launcher never follows links inside its cache)"
+    if (st.st_mode & 0o170000) != 0o040000:
+        return "is not a directory"
+    if st.st_uid != os.getuid() and st.st_uid != 0:
+        return "is owned by uid %d, not you" % st.st_uid
+    if st.st_mode & 0o022:
+        return "is a shared sticky directory" if st.st_mode & 0o1000 else "is writable by others"
+    return None
+
+
 def _untrusted(path, follow=False):
     """Why `path` must not be written or run from: not a real directory of
     ours, or writable by others (None when it is fine or does not exist yet).
@@ -152,15 +200,7 @@ def _untrusted(path, follow=False):
         st = os.stat(path) if follow else os.lstat(path)
     except OSError:
         return None
-    if (st.st_mode & 0o170000) == 0o120000:
-        return "is a symlink (the launcher never follows links inside its cache)"
-    if (st.st_mode & 0o170000) != 0o040000:
-        return "is not a directory"
-    if st.st_uid != os.getuid() and st.st_uid != 0:
-        return "is owned by uid %d, not you" % st.st_uid
-    if st.st_mode & 0o022:
-        return "is a shared sticky directory" if st.st_mode & 0o1000 else "is writable by others"
-    return None
+    return _problem(st)
 
 
 def build(env, key, tree, exe):
@@ -174,13 +214,19 @@ def build(env, key, tree, exe):
             _say("the cache dir %s %s, so the runtime for %s is not built from it; continuing "
                  "without it. Run 'launcher doctor' for the fix." % (path, why, key))
             return "untrusted"
+    locks = _open_area(cache, "locks")
     try:
         import fcntl
 
-        fd = os.open("%s/locks/%s-%s.gate-lock" % (cache, key, env.get("LAUNCHER_SPEC", "")),
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except (ImportError, OSError):
-        fd = None  # nothing to queue on: build unqueued, as before
+        if locks is None:
+            raise OSError("no locks/ of ours to queue on")
+        fd = os.open("%s-%s.gate-lock" % (key, env.get("LAUNCHER_SPEC", "").replace("/", "")),
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600, dir_fd=locks)
+    except (ImportError, OSError, NotImplementedError):
+        fd = None  # nothing to queue on (no locks/ yet): build unqueued, as before
+    finally:
+        if locks is not None:
+            os.close(locks)
     import time
 
     try:
