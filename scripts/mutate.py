@@ -152,6 +152,14 @@ def run_one(m: Mutation, *, full: bool, timeout: float) -> None:
         m.result, m.killed_by = "stale", f"the snippet occurs {count} times in {m.file} (must be exactly once)"
         return
     mutated = text.replace(m.original.encode(), m.replacement.encode())
+    if path.suffix == ".py":
+        try:
+            compile(mutated, str(path), "exec")
+        except SyntaxError as exc:
+            # A file that no longer parses fails every test for the wrong
+            # reason: that is a broken entry, not a kill.
+            m.result, m.killed_by = "stale", f"the mutated {m.file} does not compile ({exc.msg}, line {exc.lineno})"
+            return
     with Applied(path, text, mutated):
         passed, why = pytest(m.tests, timeout)
         if passed and full:
