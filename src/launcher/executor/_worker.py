@@ -40,6 +40,13 @@ def _tree_dies_with_parent(lifeline):
     our process group stays in our tree), and when the lifeline closes (the
     driver died, even by SIGKILL, or let us go) a thread SIGKILLs every
     descendant, then this process."""
+    return _watch_lifeline(lifeline, "launcher-worker-lifeline", lambda: os._exit(1))
+
+
+def _watch_lifeline(lifeline, name, end):
+    """Become the subreaper of what we start and, when `lifeline` reads EOF
+    (the driver holds its only write end: it is gone), SIGKILL every
+    descendant, then `end()`.  Returns the process tree."""
     import threading
 
     os.set_inheritable(lifeline, False)
@@ -53,9 +60,9 @@ def _tree_dies_with_parent(lifeline):
         except OSError:
             pass
         tree.end_tree(0)
-        os._exit(1)
+        end()
 
-    threading.Thread(target=watch, name="launcher-worker-lifeline", daemon=True).start()
+    threading.Thread(target=watch, name=name, daemon=True).start()
     return tree
 
 
@@ -411,22 +418,8 @@ def _group_dies_with_parent(lifeline):
     (Not PR_SET_PDEATHSIG here: it would kill this process before it could
     take its children along.)"""
     import signal
-    import threading
 
-    os.set_inheritable(lifeline, False)
-    tree = _proctree()
-    tree.become_subreaper()
-
-    def watch():
-        try:
-            while os.read(lifeline, 1):
-                pass
-        except OSError:
-            pass
-        tree.end_tree(0)
-        os.killpg(os.getpgid(0), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="launcher-replica-lifeline", daemon=True).start()
+    _watch_lifeline(lifeline, "launcher-replica-lifeline", lambda: os.killpg(os.getpgid(0), signal.SIGKILL))
 
 
 def replica_main(argv):
