@@ -264,3 +264,29 @@ def test_the_gate_never_imports_from_a_loosened_tree_and_it_is_rebuilt(six_templ
     assert gated.returncode == 0 and gated.stdout == str(tree / "six.py"), gated
     assert loose(cache) == [] and "planted" not in (tree / "six.py").read_text()
     assert [r["result"] for r in installs(cache, None)][-1] == "rebuilt"
+
+
+def test_the_gates_shim_writer_reaches_its_dir_through_checked_components(tmp_path: Path) -> None:
+    """The gate writes a shim for an interpreter the launch did not prepare:
+    into shims/<hash> reached one checked component at a time, never through
+    a link or into a directory others can write, 0755 whatever the umask."""
+    from launcher.gate._launcher_preloads import write_shim
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    old = os.umask(0)
+    try:
+        shim = write_shim(str(cache / "shims" / "abc"), "/usr/bin/python3", ["/lib/libx.so"])
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE(os.lstat(p).st_mode) for p in (cache / "shims", cache / "shims" / "abc", shim)] \
+        == [0o755] * 3
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (cache / "shims" / "link").symlink_to(outside)
+    with pytest.raises(OSError):
+        write_shim(str(cache / "shims" / "link"), "/usr/bin/python3", ["/lib/libx.so"])
+    assert list(outside.iterdir()) == []
+    (cache / "shims").chmod(0o777)
+    with pytest.raises(OSError, match="nobody else can write"):
+        write_shim(str(cache / "shims" / "abc"), "/usr/bin/python3.11", ["/lib/libx.so"])

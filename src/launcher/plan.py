@@ -398,16 +398,18 @@ def _pin(spec: Spec, interps: list[Interpreter], settings: Settings, store: _Sto
 
 def _forget_failures(layout: CacheLayout) -> None:
     """`--refresh`: every remembered build failure is tried again."""
+    from launcher.cache import safety
+
     try:
-        names = os.listdir(layout.failures)
-    except OSError:
-        return
-    for name in names:
-        if name.endswith(".json"):
-            try:
-                os.unlink(layout.failures / name)
-            except OSError:
-                pass
+        with safety.opened(layout.root, "failures") as failures:
+            for name in os.listdir(failures):
+                if name.endswith(".json"):
+                    try:
+                        os.unlink(name, dir_fd=failures)
+                    except OSError:
+                        pass
+    except (OSError, safety.UntrustedCache):
+        return  # none yet, or not ours to clear: nothing is forgotten through a link
 
 
 def _cache_root(settings: Settings, environ: Mapping[str, str]) -> Path:

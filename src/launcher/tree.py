@@ -538,10 +538,7 @@ def _build(layout: CacheLayout, interp: Interpreter, spec: Spec, target: Path, *
         if winner is not None:
             return winner
         _fsync_dir(target.parent)
-        try:
-            layout.failure(interp.abi_key, spec.hash).unlink()
-        except OSError:
-            pass
+        _forget_failure(layout, interp.abi_key, spec.hash)
         return manifest
     except BaseException:
         safety.remove(tmp)
@@ -777,6 +774,15 @@ def remember_failed(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: B
     _remember_failure(layout, interp, spec, exc)
     _log_install(layout, interp, spec, run_id, requested_by, "failed", 0.0,
                  layout.tree(interp.abi_key, spec.hash), exc.message)
+
+
+def _forget_failure(layout: CacheLayout, abi_key: str, spec_hash: str) -> None:
+    """A built tree's old failure record goes, relative to failures/ as opened."""
+    try:
+        with safety.opened(layout.root, "failures") as failures:
+            os.unlink(layout.failure(abi_key, spec_hash).name, dir_fd=failures)
+    except (OSError, safety.UntrustedCache):
+        pass
 
 
 def _remember_failure(layout: CacheLayout, interp: Interpreter, spec: Spec, exc: BuildError) -> None:

@@ -41,34 +41,75 @@ def shim_text(path, real, preloads):
 
 
 def write_shim(shim_dir, real, preloads):
-    """Create (atomically, idempotently) the shim for `real`; return its path."""
+    """Create (atomically, idempotently) the shim for `real`; return its path.
+
+    `shim_dir` is <cache>/shims/<hash>: it is reached one checked component
+    at a time (ours or root's, writable by nobody else, never a link), and
+    the shim is written relative to it, 0755 whatever the umask.  OSError
+    when that cannot be done safely."""
     path = shim_path(shim_dir, real)
-    text = shim_text(path, real, preloads)
+    name = os.path.basename(path)
+    text = shim_text(path, real, preloads).encode("utf-8")
+    fd = _open_shim_dir(shim_dir)
     try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return path
-    except OSError:
-        pass
-    for d in (os.path.dirname(shim_dir), shim_dir):
         try:
-            os.mkdir(d, 0o755)
-            os.chmod(d, 0o755)  # readable by others, writable by nobody else, whatever the umask
-        except FileExistsError:
-            pass
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)  # a full disk leaves no half-written shim behind
+            with os.fdopen(os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=fd), "rb") as f:
+                if f.read() == text:
+                    return path
         except OSError:
             pass
-        raise
+        tmp = "%s.tmp%d" % (name, os.getpid())
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o755, dir_fd=fd)
+            try:
+                os.fchmod(out, 0o755)
+                os.write(out, text)
+            finally:
+                os.close(out)
+            os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=fd)  # a full disk leaves no half-written shim behind
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
     return path
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_shim_dir(shim_dir):
+    """A descriptor of <cache>/shims/<hash>, made 0755 where missing; every
+    component after the cache root checked as opened (the trust rule)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    root = os.path.dirname(os.path.dirname(shim_dir))
+    fd = os.open(root, flags)  # the root itself may be a link the user made
+    try:
+        _check_dir(os.fstat(fd), root)
+        for part in ("shims", os.path.basename(shim_dir)):
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                made = True
+            except FileExistsError:
+                made = False
+            sub = os.open(part, flags | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            if made:
+                os.fchmod(fd, 0o755)  # readable by others, writable by nobody else, whatever the umask
+            _check_dir(os.fstat(fd), part)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_dir(st, where):
+    if st.st_uid != os.getuid() and st.st_uid != 0 or st.st_mode & 0o022:
+        raise OSError("%s is not a directory of ours that nobody else can write" % where)
 
 
 def mapped(names):
