@@ -36,6 +36,21 @@ def imported_modules(importtime_stderr: str) -> set[str]:
     return out
 
 
+def read_pty(master: int) -> bytes:
+    """Everything written to a pty until its last writer closed it (then
+    reading the master fails with EIO)."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 def without_progress(stderr: str) -> str:
     """stderr less the one plain progress line a build that outlasts half a
     second prints ("launcher: preparing the runtime for ... ..."): whether it

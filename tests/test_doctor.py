@@ -28,7 +28,7 @@ from conftest import (
 from launcher import preload
 from launcher.doctor.models import Finding, Report, report_schema
 from launcher.errors import UsageError
-from support import REPO
+from support import REPO, read_pty
 
 MARKUPSAFE_311 = "markupsafe-3.0.3-cp311-cp311-*.whl"
 PSUTIL_ABI3 = "psutil-7.2.2-cp36-abi3-*.whl"
@@ -415,18 +415,10 @@ def _on_a_terminal(args: list[str], env: dict[str, str], cwd: Path) -> str:
     proc = subprocess.Popen([str(LAUNCHER), "doctor", *args], env=env, cwd=cwd, stdout=slave,
                             stderr=subprocess.DEVNULL)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+    data = read_pty(master)
     proc.wait(timeout=120)
     os.close(master)
-    return b"".join(chunks).decode(errors="replace")
+    return data.decode(errors="replace")
 
 
 def test_rich_on_a_terminal_plain_with_no_color(healthy: tuple[Path, dict[str, str]]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LAUNCHER, WHEELHOUSE, launcher
-from support import make_sdist
+from support import make_sdist, read_pty
 
 # A build that takes a while for certain: setup.py sleeps, and a fresh uv
 # cache means uv cannot reuse a wheel it built before.
@@ -45,20 +45,12 @@ def on_pty(args: list[str], env: dict[str, str], cwd: Path | None = None) -> tup
     proc = subprocess.Popen([str(LAUNCHER), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=slave, env=e, cwd=cwd)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: every writer closed the pty
-            break
-        if not data:
-            break
-        chunks.append(data)
+    data = read_pty(master)
     os.close(master)
     out = proc.stdout.read().decode() if proc.stdout else ""
     rc = proc.wait(timeout=300)
     # Colours off, cursor control kept: what a person sees, minus the paint.
-    return rc, out, re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode("utf-8", "replace"))
+    return rc, out, re.sub(r"\x1b\[[0-9;]*m", "", data.decode("utf-8", "replace"))
 
 
 def test_a_slow_build_shows_a_live_line_on_a_terminal(slow: list[str], env: dict[str, str],

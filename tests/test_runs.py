@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LAUNCHER, launcher, offline_with
+from support import read_pty
 
 CHILD = "import markupsafe, sys; sys.exit(3)"
 KILLED = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
@@ -93,18 +94,10 @@ def test_runs_show_on_a_terminal_is_a_rich_tree(recorded: tuple[dict[str, str], 
     proc = subprocess.Popen([str(LAUNCHER), "runs", "show"], stdout=slave, stderr=subprocess.PIPE,
                             env=dict(env, TERM="xterm-256color", COLUMNS="200"))
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+    data = read_pty(master)
     os.close(master)
     assert proc.wait(timeout=60) == 0
-    out = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+    out = re.sub(r"\x1b\[[0-9;]*m", "", data.decode())
     assert f"└── pid {job['parent']} (parent " in out and "    └── pid " in out, out
 
 
