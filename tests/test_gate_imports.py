@@ -141,6 +141,26 @@ def test_warm_launcher_run_imports_no_heavy_module(py311: str, base_env: dict[st
                          verbose, re.M), f"launcher/{name}.py was compiled from source"
 
 
+@pytest.mark.parametrize("supervise", [False, True], ids=["exec", "supervise"])
+def test_warm_launcher_run_as_the_script_runs_it_imports_not_even_os(
+        py311: str, base_env: dict[str, str], supervise: bool) -> None:
+    """The `launcher` script runs its python with -I -S, so nothing has imported
+    os yet: the warm path must not either (os, with collections.abc's classes,
+    costs more than the rest of the warm path); nor --supervise's."""
+    flags = ["--supervise"] if supervise else []
+    args = [str(LAUNCHER), "run", *flags, *offline_with("markupsafe"), "--", py311, "-c", "pass"]
+    subprocess.run(args, env=base_env, capture_output=True, check=True, timeout=600)  # cold: remembers
+    isolated = [sys.executable, "-I", "-S", "-X", "importtime"]
+    warm = subprocess.run([*isolated, *args], env=base_env, capture_output=True, text=True, timeout=120)
+    bare = subprocess.run([*isolated, "-c", "pass"], env=base_env, capture_output=True, text=True, timeout=120)
+    assert warm.returncode == bare.returncode == 0, warm.stderr
+    warm_mods, bare_mods = imported_modules(warm.stderr), imported_modules(bare.stderr)
+    assert "launcher._fastrun" in warm_mods and "launcher.plan" not in warm_mods, "no fast path"
+    allowed = FASTPATH_ALLOWED | ({"launcher.supervise", "launcher._proctree", "_ctypes"} if supervise else set())
+    assert "os" not in bare_mods  # else this test proves nothing
+    assert warm_mods - bare_mods <= allowed, sorted(warm_mods - bare_mods - allowed)
+
+
 def test_the_gates_miss_part_is_read_only_on_a_miss(base_env: dict[str, str], py311: str, py313: str,
                                                     tmp_path: Path) -> None:
     # Building, records and rare exits live in _launcher_miss.py so that a

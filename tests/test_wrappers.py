@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -142,17 +143,40 @@ def test_installer_never_runs_the_gate(tmp_path: Path, env: dict[str, str], cach
     assert gates[0]["state"] == "built"
 
 
-def test_fast_path_cache_root_matches_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from launcher import _fastrun
-    from launcher.cache import default_cache_dir
+HOMES = (None, "/home/u", "/home/u/", "/", "//h", "rel/home")
+XDGS = (None, "", " ", "/x", "/x/", "//x/./y//", "rel", " /x")
+CACHE_DIRS = (None, "", "~", "~/", "~/c", "~/c/../d", "/a//b/./c/", "rel/c", "./c", "..", "//net/c", "///x",
+              "~other/c", "/a/b/..")
 
-    monkeypatch.delenv("LAUNCHER_CACHE_DIR", raising=False)
-    for xdg in (str(tmp_path / "xdg"), None):
-        if xdg:
-            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+
+@pytest.mark.parametrize("cache_dir", CACHE_DIRS)
+def test_fast_path_cache_root_is_the_full_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                cache_dir: str | None) -> None:
+    """The warm path computes the cache root without os or pathlib: for every
+    kind of HOME, XDG_CACHE_HOME and LAUNCHER_CACHE_DIR it names the root the
+    full path uses (config.cache_root), or defers (None) to it."""
+    from launcher import _fastrun
+    from launcher.config import Settings, cache_root
+
+    monkeypatch.chdir(tmp_path)
+    deferred = 0
+    for home, xdg in itertools.product(HOMES, XDGS):
+        for name, value in (("HOME", home), ("XDG_CACHE_HOME", xdg), ("LAUNCHER_CACHE_DIR", cache_dir)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        fast = _fastrun.cache_root(dict(os.environ))
+        try:
+            full = str(cache_root(Settings.model_validate({}), os.environ))
+        except RuntimeError:  # platformdirs: no home directory to be found
+            full = None
+        if fast is None:
+            deferred += 1
         else:
-            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-        assert _fastrun.cache_root(os.environ) == str(default_cache_dir())
+            assert fast == full, (home, xdg, cache_dir)
+    if cache_dir != "~other/c":  # (another user's home needs pwd: always deferred)
+        assert deferred < len(HOMES) * len(XDGS)  # the common values are not all deferred
 
 
 def test_no_record_without_with_and_memo_watches_launcher_itself(env: dict[str, str], cache_dir: Path,

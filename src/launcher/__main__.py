@@ -1,7 +1,6 @@
 # Entry point of the `launcher` console script and of `python -m launcher`.
 # `launcher run` first tries the warm fast path (stdlib only); everything
 # else goes through click.
-import os
 import sys
 
 # What the user's interpreter settings would change in the launcher's own
@@ -23,7 +22,8 @@ def isolate() -> None:
     site or the current directory): else -I would lose it.
     """
     if sys.flags.isolated or not hasattr(sys, "orig_argv"):
-        return
+        return  # (before importing os: under the script's -S nothing has yet)
+    import os
     import site
 
     user_site = site.ENABLE_USER_SITE and site.USER_SITE in sys.path

@@ -21,11 +21,19 @@
 # naming a shared, content-addressed plan (memo/plan-<py>-<digest>), so one
 # invocation's entry never slows another's and 64 invocations of one tree
 # cost one plan.
+#
+# Not even `os`: the `launcher` script starts its python with -S, so nothing
+# has imported os yet, and importing it (collections.abc's classes) would cost
+# more than everything else here.  The builtin `posix` module has every call.
 import marshal
-import os
+import posix
 import sys
 
 from launcher import execute
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 VERSION = 3  # 3: entries say whether to supervise
 MAX_ENTRIES = 64
@@ -35,23 +43,39 @@ TRUSTED = ("/trees", "/bootstrap", "/shims", "/specs", "/memo", "/locks", "/fail
            "/used", "/spill", "/replicas")
 
 
-def cache_root(environ: "os._Environ[str] | dict[str, str]") -> str:
-    # Must equal cache.default_cache_dir() (platformdirs) on Linux; a test
-    # keeps the two in step.  Elsewhere the fast path is simply not used.
+def cache_root(environ: "Mapping[str, str]") -> "str | None":
+    """The root the full path uses (config.cache_root: LAUNCHER_CACHE_DIR, else
+    platformdirs' user cache dir, as `Path(...).expanduser().absolute()`) on
+    Linux, or None where that needs more than the environment (a `~user`, no
+    or a relative HOME): the full path decides.  A test keeps the two in step
+    over every kind of value.  Elsewhere the fast path is simply not used."""
     root = environ.get("LAUNCHER_CACHE_DIR")
-    if root:
-        return os.path.abspath(os.path.expanduser(root))
-    xdg = environ.get("XDG_CACHE_HOME", "").strip()
-    if not xdg or not os.path.isabs(xdg):
-        xdg = os.path.expanduser("~/.cache")
-    return os.path.join(xdg, "launcher")
+    if not root:
+        xdg = environ.get("XDG_CACHE_HOME", "")
+        # platformdirs ignores a relative one
+        root = (xdg if xdg.startswith("/") else "~/.cache") + "/launcher"
+    if root[:1] == "~":
+        home = environ.get("HOME", "")
+        if root[1:2] not in ("", "/") or not home.startswith("/"):
+            return None
+        root = home.rstrip("/") + root[1:] or "/"
+    return absolute(root)
+
+
+def absolute(path: str) -> str:
+    """str(Path(path).absolute()) on Linux, without pathlib or os: empty and
+    `.` parts dropped, `..` kept, a leading `//` (and only two) kept."""
+    if not path.startswith("/"):
+        path = posix.getcwd() + "/" + path
+    lead = "//" if path[:2] == "//" and path[:3] != "///" else "/"
+    return lead + "/".join(part for part in path.split("/") if part and part != ".")
 
 
 def _tag() -> str:
     return f"{sys.version_info[0]}{sys.version_info[1]}"
 
 
-def key(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str) -> str:
+def key(args: "list[str]", environ: "Mapping[str, str]", cwd: str) -> str:
     # uv's variables and where its user configuration lives choose the
     # trees too (launcher.uvconfig): a change re-plans.
     settings = sorted(f"{k}={v}" for k, v in environ.items()
@@ -73,7 +97,7 @@ def entry_path(root: str, text: str) -> str:
 
 def signature(path: str) -> "tuple[int, int, int, int, int] | None":
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid)
@@ -91,7 +115,7 @@ def tree_digest(tree: str) -> "int | None":
         if not rel:
             continue
         try:
-            st = os.lstat(tree if rel == "." else tree + "/" + rel)
+            st = posix.lstat(tree if rel == "." else tree + "/" + rel)
         except OSError:
             return None
         sigs.append((st.st_ino, st.st_mtime_ns, st.st_nlink, st.st_mode, st.st_uid))
@@ -104,16 +128,16 @@ def trusted(root: str) -> bool:
 
     cache.safety's rule (and the gate's _untrusted), as a yes/no without
     pathlib: keep the three in step."""
-    uid = os.getuid()
+    uid = posix.getuid()
     try:
-        st = os.stat(root)  # the root itself may be a link the user made
+        st = posix.stat(root)  # the root itself may be a link the user made
         if (st.st_uid != uid and st.st_uid != 0) or st.st_mode & 0o022:
             return False
     except OSError:
         return False
     for sub in TRUSTED:
         try:
-            st = os.lstat(root + sub)
+            st = posix.lstat(root + sub)
         except FileNotFoundError:
             continue  # only we can create it (the root is ours alone)
         except OSError:
@@ -125,19 +149,21 @@ def trusted(root: str) -> bool:
 
 def _ours(f: "object") -> bool:
     """An open memo file: a regular file of ours (or root's) nobody else can write."""
-    st = os.fstat(f.fileno())  # type: ignore[attr-defined]
-    return (st.st_uid == os.getuid() or st.st_uid == 0) and st.st_mode & 0o170022 == 0o100000
+    st = posix.fstat(f.fileno())  # type: ignore[attr-defined]
+    return (st.st_uid == posix.getuid() or st.st_uid == 0) and st.st_mode & 0o170022 == 0o100000
 
 
 def try_fast(args: "list[str]") -> None:
     """Exec the memoised plan for `launcher <args>`, or return to take the full path."""
-    environ = os.environ
-    if not sys.platform.startswith("linux") or environ.get("LAUNCHER_NO_FASTPATH"):
+    if not sys.platform.startswith("linux"):
+        return
+    environ = execute.read_environ()
+    if environ.get("LAUNCHER_NO_FASTPATH"):
         return
     try:
-        cwd = os.getcwd()
+        cwd = posix.getcwd()
         root = cache_root(environ)
-        if not trusted(root):
+        if root is None or not trusted(root):
             return
         if "--refresh" in args and verbose(args, ("--refresh",)):
             return  # resolve again, forget failures: the full path's work
@@ -166,7 +192,7 @@ def try_fast(args: "list[str]") -> None:
         return
     if ("-v" in args or "--verbose" in args) and verbose(args):
         try:
-            os.write(2, (f"launcher: warm start: {len(watched)} watched files and {len(trees)} runtime "
+            posix.write(2, (f"launcher: warm start: {len(watched)} watched files and {len(trees)} runtime "
                          f"tree{'s' if len(trees) != 1 else ''} unchanged, reusing the prepared plan; exec {' '.join(argv)}\n"
                          ).encode("utf-8", "replace"))
         except OSError:
@@ -196,7 +222,7 @@ def verbose(args: "list[str]", names: "tuple[str, ...]" = ("-v", "--verbose")) -
     return False
 
 
-def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cwd: str,
+def remember(args: "list[str]", environ: "Mapping[str, str]", cwd: str,
              argv: "list[str]", ours: "dict[str, str]", ld_preload: "str | None",
              watch: "list[str]", root: str, watch_trees: "list[str] | tuple[str, ...]" = (),
              supervised: "tuple[float | None, float | None] | None" = None) -> None:
@@ -220,9 +246,9 @@ def remember(args: "list[str]", environ: "os._Environ[str] | dict[str, str]", cw
     # component swapped for a link meanwhile is refused, never followed.
     try:
         with safety.opened(Path(root), "memo", create=True) as memo:
-            if plan_name not in os.listdir(memo):
+            if plan_name not in posix.listdir(memo):
                 _write(memo, plan_name, marshal.dumps(plan))
-            _write(memo, os.path.basename(entry_path(root, text)),
+            _write(memo, entry_path(root, text).rsplit("/", 1)[1],
                    marshal.dumps((VERSION, text, tuple(argv), plan_name, supervised)))
             _evict(memo)
     except (OSError, safety.UntrustedCache):
@@ -238,22 +264,22 @@ def _write(memo: int, name: str, data: bytes) -> None:
     safety.write_at(memo, name, data)  # exactly 0600 whatever the umask, never through a link
     # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
     now = time.time_ns()
-    os.utime(name, ns=(now, now), dir_fd=memo, follow_symlinks=False)
+    posix.utime(name, ns=(now, now), dir_fd=memo, follow_symlinks=False)
 
 
 def _evict(memo: int) -> None:
     """Keep the newest MAX_ENTRIES entries of this Python and the plans they name."""
     runs, plans = f"run-{_tag()}-", f"plan-{_tag()}-"
-    names = os.listdir(memo)
+    names = posix.listdir(memo)
     old = f"run-{_tag()}.marshal"  # the single memo file earlier versions kept: never read now
     if old in names:
         try:
-            os.unlink(old, dir_fd=memo)
+            posix.unlink(old, dir_fd=memo)
         except FileNotFoundError:
             pass  # a concurrent run removed it first
     entries = sorted((n for n in names if n.startswith(runs)), key=lambda n: _mtime(memo, n))
     for n in entries[:-MAX_ENTRIES]:
-        os.unlink(n, dir_fd=memo)
+        posix.unlink(n, dir_fd=memo)
     entries = entries[-MAX_ENTRIES:]
     if len(entries) < MAX_ENTRIES and sum(n.startswith(plans) for n in names) <= len(entries):
         return  # nothing evicted, and plans stay no more than entries: bounded
@@ -261,7 +287,7 @@ def _evict(memo: int) -> None:
 
 
 def _mtime(memo: int, name: str) -> int:
-    return os.stat(name, dir_fd=memo, follow_symlinks=False).st_mtime_ns
+    return posix.stat(name, dir_fd=memo, follow_symlinks=False).st_mtime_ns
 
 
 def _drop_unnamed_plans(memo: int, plans: "list[str]", entries: "list[str]") -> None:
@@ -270,7 +296,7 @@ def _drop_unnamed_plans(memo: int, plans: "list[str]", entries: "list[str]") -> 
     kept = set()
     for n in entries:
         try:
-            fd = os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=memo)
+            fd = posix.open(n, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, dir_fd=memo)
             with open(fd, "rb") as f:
                 kept.add(marshal.loads(f.read())[3])
         except (OSError, ValueError, EOFError, TypeError, IndexError):
@@ -280,7 +306,7 @@ def _drop_unnamed_plans(memo: int, plans: "list[str]", entries: "list[str]") -> 
         try:
             # A plan younger than a minute may be a concurrent run's, its entry not written yet.
             if n not in kept and now - _mtime(memo, n) > 60 * 10**9:
-                os.unlink(n, dir_fd=memo)
+                posix.unlink(n, dir_fd=memo)
         except OSError:
             pass
 
@@ -310,7 +336,7 @@ def ensure_bytecode() -> None:
         if not src or not cached:
             continue
         try:
-            st = os.stat(src)
+            st = posix.stat(src)
             with open(cached, "rb") as f:
                 head = f.read(16)
             if head[:4] == importlib.util.MAGIC_NUMBER and (

@@ -1,9 +1,9 @@
 # Process trees on Linux: adopt what a command leaves behind, find every
 # descendant, end them all.  Used by `launcher run --supervise` (on the warm
-# path: nothing imported beyond os/signal/time and `_ctypes` for one prctl)
+# path: nothing imported beyond posix/signal/time and `_ctypes` for one prctl)
 # and, loaded by path, by the Executor's and the replicas' workers inside any
 # interpreter the user picked: so stdlib only, CPython 3.8+ and PyPy.
-import os
+import posix
 import time
 
 try:
@@ -47,7 +47,7 @@ def _table():
     """{pid: (ppid, state)} of every process /proc shows."""
     out = {}
     try:
-        names = os.listdir("/proc")
+        names = posix.listdir("/proc")
     except OSError:
         return out
     for name in names:
@@ -69,7 +69,7 @@ def _table():
 
 def descendants(pid=None):
     """The live (not zombie) descendants of `pid` (default: this process)."""
-    root = os.getpid() if pid is None else pid
+    root = posix.getpid() if pid is None else pid
     table = _table()
     children = {}
     for p, (pp, _state) in table.items():
@@ -88,7 +88,7 @@ def has_children():
     """Whether this process has any child, running or a zombie (cheap: no /proc scan).
     For a subreaper, none means no descendant at all."""
     try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        posix.waitid(posix.P_ALL, 0, posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
     except ChildProcessError:
         return False
     return True
@@ -98,7 +98,7 @@ def reap():
     """Collect every child of ours that has exited, without blocking."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _ = posix.waitpid(-1, posix.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
@@ -108,7 +108,7 @@ def reap():
 def _signal(pids, sig):
     for p in pids:
         try:
-            os.kill(p, sig)
+            posix.kill(p, sig)
         except OSError:
             pass  # gone, or no longer ours
 

@@ -6,10 +6,17 @@ pid, so exit codes, signals and stdio pass straight through.
 
 No `from __future__ import annotations`: importing `__future__` costs the
 warm path more than this whole module (annotations that need it are quoted).
+Nor `os`: under the `launcher` script's -S nothing has imported it yet, and
+its import (collections.abc's classes) costs more than the whole warm path;
+the builtin `posix` module has every call the exec needs.
 """
 
-import os
+import posix
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Every variable this launcher sets for its children.  A nested launch
 # replaces all of them (the inner launch owns its subtree) except the run id.
@@ -27,10 +34,16 @@ OURS = (
 def new_run_id() -> str:
     import time
 
-    return f"{time.time_ns():x}-{os.getpid()}"
+    return f"{time.time_ns():x}-{posix.getpid()}"
 
 
-def child_env(environ: "dict[str, str] | os._Environ[str]", ours: dict[str, str],
+def read_environ() -> dict[str, str]:
+    """os.environ's contents without importing os: decoded the same way."""
+    enc, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {k.decode(enc, errors): v.decode(enc, errors) for k, v in posix.environ.items()}
+
+
+def child_env(environ: "Mapping[str, str]", ours: dict[str, str],
               ld_preload: str | None = None) -> dict[str, str]:
     """`environ` with our variables applied.
 
@@ -53,8 +66,8 @@ def child_env(environ: "dict[str, str] | os._Environ[str]", ours: dict[str, str]
     env.update(ours)
     boot = ours["LAUNCHER_BOOTSTRAP"]
     user = environ.get("PYTHONPATH")
-    kept = [p for p in user.split(os.pathsep) if p != boot and p != old_boot] if user else []
-    env["PYTHONPATH"] = os.pathsep.join([boot, *kept]) if kept else boot
+    kept = [p for p in user.split(":") if p != boot and p != old_boot] if user else []
+    env["PYTHONPATH"] = ":".join([boot, *kept]) if kept else boot
     env.setdefault("LAUNCHER_RUN_ID", new_run_id())
     if ld_preload is not None:
         cur = environ.get("LD_PRELOAD")
@@ -66,7 +79,7 @@ def say(message: str) -> None:
     """One line with one os.write to fd 2: stderr may be closed (`2>&-`) or
     broken (/dev/full), and neither may stop the command from running."""
     try:
-        os.write(2, f"launcher: {message}\n".encode("utf-8", "replace"))
+        posix.write(2, f"launcher: {message}\n".encode("utf-8", "replace"))
     except OSError:
         pass
 
@@ -78,6 +91,8 @@ def guard_stdio() -> None:
     run; meanwhile no file the launcher opens can land on fd 1 or 2, and
     writes to sys.stdout / sys.stderr go nowhere instead of failing.
     """
+    import os
+
     try:
         for fd in (0, 1, 2):
             try:
@@ -118,18 +133,19 @@ def exec_command(argv: list[str], env: dict[str, str]) -> int:
 
 
 def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> None:
-    """os.execvpe without the `import warnings` of its PATH lookup
-    (os.get_exec_path), a few tenths of a millisecond of every warm start.
+    """os.execvpe without os, nor the `import warnings` of its PATH lookup
+    (os.get_exec_path): a few tenths of a millisecond of every warm start.
     The same search and the same error: the first that is not "no such
     file", else the last."""
     if "/" in file:
-        os.execve(file, argv, env)
+        posix.execve(file, argv, env)
     path = env.get("PATH")
     first: OSError | None = None
     last: OSError = FileNotFoundError(2, "No such file or directory", file)
-    for d in (os.defpath if path is None else path).split(os.pathsep):
+    for d in ("/bin:/usr/bin" if path is None else path).split(":"):  # os.defpath, os.pathsep
         try:
-            os.execve(os.path.join(d, file), argv, env)
+            # os.path.join(d, file): an empty entry is the current directory
+            posix.execve(d + file if not d or d.endswith("/") else d + "/" + file, argv, env)
         except (FileNotFoundError, NotADirectoryError) as exc:
             last = exc
         except OSError as exc:
@@ -138,15 +154,23 @@ def _execvpe(file: str, argv: list[str], env: dict[str, str]) -> None:
     raise first or last
 
 
-def which(name: str, path: str | None) -> str | None:
+def which(name: str, path: "str | None") -> "str | None":
     """Resolve `name` the way execvp will (so 127/126 are decided up front)."""
     if "/" in name:
-        return name if os.path.exists(name) else None
+        return name if _stat_mode(name) is not None else None
     found_not_exec = None
-    for d in (path if path is not None else os.defpath).split(os.pathsep):
-        cand = os.path.join(d or ".", name)
-        if os.path.isfile(cand):
-            if os.access(cand, os.X_OK):
+    for d in ("/bin:/usr/bin" if path is None else path).split(":"):
+        d = d or "."
+        cand = d + name if d.endswith("/") else d + "/" + name
+        if (_stat_mode(cand) or 0) & 0o170000 == 0o100000:  # a regular file
+            if posix.access(cand, posix.X_OK):
                 return cand
             found_not_exec = found_not_exec or cand
     return found_not_exec
+
+
+def _stat_mode(path: str) -> "int | None":
+    try:
+        return posix.stat(path).st_mode
+    except (OSError, ValueError):  # os.path.exists/isfile say False for both
+        return None

@@ -10,7 +10,7 @@ Stdlib only and import-light, like `execute`: the warm path runs it too.
 No `from __future__ import annotations` (see execute.py).
 """
 
-import os
+import posix
 import sys
 import time
 
@@ -61,7 +61,7 @@ def _spawn(argv: "list[str]", env: "dict[str, str]") -> "int | None":
         execute.say(f"command not found: {argv[0]}")
         return None
     try:
-        return os.posix_spawn(path, argv, env, setsigmask=(),
+        return posix.posix_spawn(path, argv, env, setsigmask=(),
                               setsigdef=(*FORWARD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD))
     except PermissionError:
         execute.say(f"permission denied: {argv[0]} is not executable")
@@ -71,7 +71,7 @@ def _spawn(argv: "list[str]", env: "dict[str, str]") -> "int | None":
 
 
 def _status(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
+    code = posix.waitstatus_to_exitcode(wait_status)
     return 128 - code if code < 0 else code
 
 
@@ -95,7 +95,7 @@ def _wait(pid: int, timeout: "float | None") -> "int | None":
                 return status
         elif info.si_code != SI_KERNEL:
             try:
-                os.kill(pid, info.si_signo)
+                posix.kill(pid, info.si_signo)
             except ProcessLookupError:
                 pass
 
@@ -105,12 +105,12 @@ def _reap(pid: int) -> "int | None":
     zombie piles up); the command's status once it is among them."""
     while True:
         try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            info = posix.waitid(posix.P_ALL, 0, posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
         except ChildProcessError:  # pragma: no cover - the command is always our child
             return 0
         if info is None or info.si_pid == 0:
             return None
-        _, status = os.waitpid(info.si_pid, 0)
+        _, status = posix.waitpid(info.si_pid, 0)
         if info.si_pid == pid:
             return _status(status)
 
@@ -155,7 +155,7 @@ def leave(status: int) -> None:
     is pending, so the interpreter's own teardown (a few ms of every
     supervised run) is skipped; stdio is flushed first."""
     _flush()
-    os._exit(status)
+    posix._exit(status)
 
 
 def _processes(n: int) -> str:
