@@ -8,7 +8,7 @@ PYTHONS := .pythons
 
 .PHONY: setup demo test lint bench mutate pythons completions torch-env ray-env clean
 
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml scripts/launcher
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
 	$(UV) pip install --quiet --python $(PY) -e '.[dev]'

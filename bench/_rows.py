@@ -389,7 +389,7 @@ def rows() -> list[tuple[Row, RowFn]]:
              "bare `python -c pass` with `LD_PRELOAD=libjemalloc.so.2`", 1.20), gate_preload),
         *__import__("rows_trace").rows(),
         (Row("launch", "launch: warm `launcher run` (3.11)",
-             "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.4),
+             "`launcher run --with markupsafe ... -- python -c pass` (warm cache: fast path)", BARE, 2.0),
          launch),
         (Row("warm-big-tree", "warm `launcher run` with a 5,000-module runtime tree (3.11)",
              "`launcher run --with bigtree ... -- python -c pass` (warm; ~10,000 files in the tree)",

@@ -459,7 +459,7 @@ def test_memo_names_are_stable_across_processes_and_bounded(tmp_path: Path) -> N
     and remembering more than 64 invocations keeps the newest 64."""
     import sys
 
-    from launcher import _fastrun
+    from launcher import _fastrun, memo
 
     root = str(tmp_path / "cache")
     os.makedirs(root + "/memo", mode=0o700)
@@ -476,7 +476,7 @@ def test_memo_names_are_stable_across_processes_and_bounded(tmp_path: Path) -> N
         return ["run", "--", "python3", "-c", f"pass  # {i}"]
 
     for i in range(70):
-        _fastrun.remember(argv(i), environ, "/w", ["python3"], {}, None, [str(watched)], root)
+        memo.remember(argv(i), environ, "/w", ["python3"], {}, None, [str(watched)], root)
     entries = sorted(Path(root, "memo").glob("run-*.marshal"))
     assert len(entries) == 64 and len(list(Path(root, "memo").glob("plan-*.marshal"))) == 1
     # The newest 64 are where the warm path looks for them; the 6 oldest are not.

@@ -40,10 +40,11 @@ def isolate() -> None:
         pass  # run as we are
 
 
-def main() -> None:
+def main(fast_tried: bool = False) -> None:
+    """`fast_tried`: the `launcher` script already tried the warm path."""
     isolate()
     args = sys.argv[1:]
-    if args[:1] == ["run"]:
+    if args[:1] == ["run"] and not fast_tried:
         from launcher import _fastrun
 
         _fastrun.try_fast(args)

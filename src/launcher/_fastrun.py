@@ -2,7 +2,7 @@
 # PATH, LAUNCHER_* settings) was prepared before and nothing it depends on
 # has changed since, exec straight away without importing click, pydantic or
 # uv.  Stdlib only, and only modules the interpreter has already loaded
-# (marshal, os, sys).
+# (marshal, posix, sys).
 #
 # What it checks, in time that does not grow with the size of the trees or
 # the number of remembered runs:
@@ -20,7 +20,9 @@
 # The memo: one small file per invocation (memo/run-<py>-<hash of the key>)
 # naming a shared, content-addressed plan (memo/plan-<py>-<digest>), so one
 # invocation's entry never slows another's and 64 invocations of one tree
-# cost one plan.
+# cost one plan.  The full path writes them (launcher.memo); this module only
+# reads, and holds no more code than that: a fresh interpreter pays for every
+# byte of bytecode it loads.
 #
 # Not even `os`: the `launcher` script starts its python with -S, so nothing
 # has imported os yet, and importing it (collections.abc's classes) would cost
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 VERSION = 3  # 3: entries say whether to supervise
-MAX_ENTRIES = 64
 DIRS = ".launcher-dirs"  # tree.DIRS: every directory of a published tree
 # cache.safety.AREAS: every area must pass the rule, not only those this run reads.
 TRUSTED = ("/trees", "/bootstrap", "/shims", "/specs", "/memo", "/locks", "/failures", "/probes", "/runs", "/log",
@@ -71,7 +72,7 @@ def absolute(path: str) -> str:
     return lead + "/".join(part for part in path.split("/") if part and part != ".")
 
 
-def _tag() -> str:
+def py_tag() -> str:
     return f"{sys.version_info[0]}{sys.version_info[1]}"
 
 
@@ -92,7 +93,7 @@ def entry_path(root: str, text: str) -> str:
     # a stable 64-bit name without importing hashlib.  The entry stores the
     # whole key, so two keys sharing a name only evict each other.
     h = hash(int.from_bytes(text.encode("utf-8", "surrogateescape"), "little")) & 0xFFFFFFFFFFFFFFFF
-    return f"{root}/memo/run-{_tag()}-{h:016x}.marshal"
+    return f"{root}/memo/run-{py_tag()}-{h:016x}.marshal"
 
 
 def signature(path: str) -> "tuple[int, int, int, int, int] | None":
@@ -220,133 +221,3 @@ def verbose(args: "list[str]", names: "tuple[str, ...]" = ("-v", "--verbose")) -
         if a not in FLAGS and "=" not in a:
             next(it, None)
     return False
-
-
-def remember(args: "list[str]", environ: "Mapping[str, str]", cwd: str,
-             argv: "list[str]", ours: "dict[str, str]", ld_preload: "str | None",
-             watch: "list[str]", root: str, watch_trees: "list[str] | tuple[str, ...]" = (),
-             supervised: "tuple[float | None, float | None] | None" = None) -> None:
-    """Store a clean plan for the next identical invocation (best effort);
-    `supervised` is (timeout, kill_after) when it runs under `launcher.supervise`."""
-    if cache_root(environ) != root:
-        return
-    import hashlib
-
-    plan = (dict(ours), ld_preload, tuple((p, signature(p)) for p in watch),
-            tuple((t, tree_digest(t)) for t in watch_trees))
-    # Version 2: no back-references, so equal plans give equal bytes.
-    digest = hashlib.sha256(marshal.dumps(plan, 2)).hexdigest()[:16]
-    plan_name = f"plan-{_tag()}-{digest}.marshal"
-    text = key(args, environ, cwd)
-    from pathlib import Path
-
-    from launcher.cache import safety
-
-    # Every write and delete relative to memo/ as opened and checked: a
-    # component swapped for a link meanwhile is refused, never followed.
-    try:
-        with safety.opened(Path(root), "memo", create=True) as memo:
-            if plan_name not in posix.listdir(memo):
-                _write(memo, plan_name, marshal.dumps(plan))
-            _write(memo, entry_path(root, text).rsplit("/", 1)[1],
-                   marshal.dumps((VERSION, text, tuple(argv), plan_name, supervised)))
-            _evict(memo)
-    except (OSError, safety.UntrustedCache):
-        pass  # a full, read-only or untrusted cache: no memo, the next run takes the full path
-    ensure_bytecode()
-
-
-def _write(memo: int, name: str, data: bytes) -> None:
-    import time
-
-    from launcher.cache import safety
-
-    safety.write_at(memo, name, data)  # exactly 0600 whatever the umask, never through a link
-    # A fine-grained mtime (the kernel's is per tick): eviction goes by it.
-    now = time.time_ns()
-    posix.utime(name, ns=(now, now), dir_fd=memo, follow_symlinks=False)
-
-
-def _evict(memo: int) -> None:
-    """Keep the newest MAX_ENTRIES entries of this Python and the plans they name."""
-    runs, plans = f"run-{_tag()}-", f"plan-{_tag()}-"
-    names = posix.listdir(memo)
-    old = f"run-{_tag()}.marshal"  # the single memo file earlier versions kept: never read now
-    if old in names:
-        try:
-            posix.unlink(old, dir_fd=memo)
-        except FileNotFoundError:
-            pass  # a concurrent run removed it first
-    entries = sorted((n for n in names if n.startswith(runs)), key=lambda n: _mtime(memo, n))
-    for n in entries[:-MAX_ENTRIES]:
-        posix.unlink(n, dir_fd=memo)
-    entries = entries[-MAX_ENTRIES:]
-    if len(entries) < MAX_ENTRIES and sum(n.startswith(plans) for n in names) <= len(entries):
-        return  # nothing evicted, and plans stay no more than entries: bounded
-    _drop_unnamed_plans(memo, [n for n in names if n.startswith(plans)], entries)
-
-
-def _mtime(memo: int, name: str) -> int:
-    return posix.stat(name, dir_fd=memo, follow_symlinks=False).st_mtime_ns
-
-
-def _drop_unnamed_plans(memo: int, plans: "list[str]", entries: "list[str]") -> None:
-    import time
-
-    kept = set()
-    for n in entries:
-        try:
-            fd = posix.open(n, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, dir_fd=memo)
-            with open(fd, "rb") as f:
-                kept.add(marshal.loads(f.read())[3])
-        except (OSError, ValueError, EOFError, TypeError, IndexError):
-            continue
-    now = time.time_ns()
-    for n in plans:
-        try:
-            # A plan younger than a minute may be a concurrent run's, its entry not written yet.
-            if n not in kept and now - _mtime(memo, n) > 60 * 10**9:
-                posix.unlink(n, dir_fd=memo)
-        except OSError:
-            pass
-
-
-# The modules the warm path imports (tests/test_gate_imports.py holds it to these).
-FAST_MODULES = ("launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute")
-# ...and, under --supervise, these (stdlib-only as well).
-SUPERVISE_MODULES = ("launcher.supervise", "launcher._proctree")
-
-
-def ensure_bytecode() -> None:
-    """Cache the warm path's own bytecode (best effort, full path only).
-
-    Under PYTHONDONTWRITEBYTECODE the import system never writes it (an
-    editable or `uv` install ships none), and compiling these modules at every
-    warm start would cost more than the rest of the fast path: like the gate,
-    write it ourselves once, and again only when a source changed.
-    """
-    if not sys.dont_write_bytecode:
-        return
-    import importlib.util
-    import py_compile
-
-    for name in (*FAST_MODULES, *SUPERVISE_MODULES):
-        mod = sys.modules.get(name)
-        src, cached = getattr(mod, "__file__", None), getattr(mod, "__cached__", None)
-        if not src or not cached:
-            continue
-        try:
-            st = posix.stat(src)
-            with open(cached, "rb") as f:
-                head = f.read(16)
-            if head[:4] == importlib.util.MAGIC_NUMBER and (
-                    head[4:8] != b"\0\0\0\0"  # hash-based: the import system checks it itself
-                    or (int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
-                        and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)):
-                continue
-        except OSError:
-            pass
-        try:
-            py_compile.compile(src, cfile=cached, doraise=True)
-        except (OSError, py_compile.PyCompileError):
-            pass

@@ -59,7 +59,7 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
     terminal); -q says nothing unless something fails, -v says what was
     prepared, and on a warm start that the prepared plan was reused.
     """
-    from launcher import _fastrun
+    from launcher import memo
     from launcher.errors import LauncherError
     from launcher.plan import prepare
     from launcher.progress import activity_for, on_terminal
@@ -97,7 +97,7 @@ def run(ctx: click.Context, command: tuple[str, ...], quiet: bool, verbose: bool
     if not prepared.warnings and prepared.cache_writable and not (verbose and prepared.notes) and not refresh \
             and os.environ.get("LAUNCHER_RUN_ID") is None \
             and sys.argv[1:2] == ["run"]:  # the fast path keys on exactly this argv
-        _fastrun.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
+        memo.remember(sys.argv[1:], os.environ, os.getcwd(), prepared.argv, prepared.ours, prepared.ld_preload,
                           prepared.watch, str(prepared.layout.root), prepared.watch_trees, supervised)
     if supervised is not None:
         supervisor.leave(supervisor.run(prepared.argv, prepared.env, timeout, kill_after))
