@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -154,16 +155,38 @@ def test_a_runs_own_memo_follows_no_area_swapped_for_a_link(six_template: Path, 
     outside = tmp_path / "outside" / "memo"
     outside.mkdir(parents=True)
     stop = threading.Event()
+    real, aside = cache / "memo", cache / ".memo-aside"
+    swaps: list[int] = []
+    failed: list[BaseException] = []
+
+    def put_back() -> None:
+        # A run may have made a new memo/ while ours was aside: drop it (retry
+        # while runs keep making it), so the racer never dies of ENOTEMPTY.
+        while True:
+            if real.is_symlink():
+                real.unlink()
+            elif real.is_dir():
+                shutil.rmtree(real, ignore_errors=True)
+            try:
+                os.rename(aside, real)
+                return
+            except OSError:
+                continue
 
     def racer() -> None:
-        real, aside = cache / "memo", cache / ".memo-aside"
-        while not stop.is_set():
-            os.rename(real, aside)
-            os.symlink(outside, real)
-            time.sleep(0.002)
-            os.unlink(real)
-            os.rename(aside, real)
-            time.sleep(0.002)
+        try:
+            while not stop.is_set():
+                os.rename(real, aside)
+                try:
+                    os.symlink(outside, real)
+                    swaps.append(1)
+                except FileExistsError:
+                    pass  # a run made memo/ in between
+                time.sleep(0.002)
+                put_back()
+                time.sleep(0.002)
+        except BaseException as exc:  # a dead racer would leave the runs unraced: fail the test
+            failed.append(exc)
 
     thread = threading.Thread(target=racer)
     thread.start()
@@ -174,6 +197,8 @@ def test_a_runs_own_memo_follows_no_area_swapped_for_a_link(six_template: Path, 
     finally:
         stop.set()
         thread.join()
+    assert not failed, failed
+    assert len(swaps) > 24  # the runs were raced all along
     assert [p.name for p in outside.iterdir()] == []
 
 
