@@ -63,7 +63,7 @@ class Scale:
     fanout: int = 30  # 16 spawn workers per sample (~1 s)
     herd: int = 5  # a cold build per sample (~2-4 s)
     memory: int = 30
-    executor: int = 100  # 20 round-trips or 64 tasks per sample (a few ms)
+    executor: int = 300  # 20 round-trips or 64 tasks per sample (a few ms: many pairs for a steady median)
 
 
 PASS = "pass"

@@ -223,7 +223,6 @@ class _Worker:
         """Run `task` and settle its future: DONE, or GONE when the worker died
         or was stopped with it.  UNSENT (future untouched) when the worker had
         died while idle: the task never reached it, so it may go to another."""
-        spill = self.spill / f"{task.id}.result"
         if self.proc.poll() is not None or _dying(self.proc.pid):
             self.close(kill=True)
             return UNSENT
@@ -234,20 +233,20 @@ class _Worker:
             return UNSENT
         try:
             if not self.reader.wait(task.timeout):
-                return self._lose(task, spill, timed_out=True)
+                return self._lose(task, timed_out=True)
             kind, _, payload = self.reader.read()
         except P.Closed:
-            return self._lose(task, spill, timed_out=False)
+            return self._lose(task, timed_out=False)
         try:
             if kind == P.OK:
                 value = pickle.loads(payload)
             elif kind == P.SPILLED:
-                value = P.load_spill(str(spill), pickle.load)
+                value = P.load_spill(str(self._spill_of(task)), pickle.load)
             else:
                 task.future.set_exception(_rebuild_error(payload, task.name))
                 return DONE
         except BaseException as exc:  # SystemExit from a __reduce__ too: the slot thread goes on
-            _unlink(spill)
+            _unlink(self._spill_of(task))
             err = PayloadError(f"the result of {task.name} cannot be loaded in the driver: "
                                f"{type(exc).__name__}: {exc}")
             err.__cause__ = exc
@@ -256,11 +255,15 @@ class _Worker:
         task.future.set_result(value)
         return DONE
 
-    def _lose(self, task: _Task, spill: Path, *, timed_out: bool) -> str:
+    def _spill_of(self, task: _Task) -> Path:
+        """Where the worker writes a result too big for the pipe."""
+        return self.spill / f"{task.id}.result"
+
+    def _lose(self, task: _Task, *, timed_out: bool) -> str:
         """Stop this worker (it ran past the task's timeout, or it died) and
         fail the task; GONE.  The reason is read after the kill has been reaped."""
         self.close(kill=True)
-        _unlink(spill)
+        _unlink(self._spill_of(task))
         if timed_out:
             task.future.set_exception(TaskTimeout(
                 f"{task.name} ran past its timeout of {task.timeout:g}s; its worker "
@@ -303,11 +306,18 @@ def _dying(pid: int) -> bool:
     """Killed and on its way out, though not reapable yet: the main thread of
     a worker is a zombie until its lifeline thread has exited too, and until
     then the task pipe still takes a write that nobody will read."""
+    # (os-level reads: this runs before every task, and open()'s buffered
+    # file object would cost more than the check itself)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
 
 

@@ -233,7 +233,12 @@ class _Sigint:
     while idle is discarded rather than hitting the next task."""
 
     def __init__(self):
-        import signal
+        try:
+            # The C module: `signal`'s wrappers turn every mask they return
+            # into a set of enum members, twice for every task.
+            import _signal as signal
+        except ImportError:  # PyPy and others
+            import signal
 
         self.signal = signal
         self.ok = hasattr(signal, "pthread_sigmask")
