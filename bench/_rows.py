@@ -199,7 +199,7 @@ def launch(ws: Workspace, scale: Scale, row: Row) -> Row:
     probe = _output([sys.executable, "-X", "importtime", *a.argv], a.env)
     mods = imported_modules(probe.stderr)
     heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY or m in HEAVY)
-    if probe.returncode != 0 or "launcher._fastrun" not in mods or heavy:
+    if probe.returncode != 0 or "_launcher_warm" not in mods or heavy:
         raise CommandFailed(f"the warm run did not take the fast path (imported {heavy[:5]})")
     row.note = "fast path taken: no click/pydantic/json imported"
     row.summary = paired(a, b, pairs=scale.start).summary()

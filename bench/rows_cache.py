@@ -74,7 +74,7 @@ def _check_warm(argv: list[str], env: dict[str, str]) -> None:
                            text=True, timeout=300)
     mods = imported_modules(probe.stderr)
     heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY or m in HEAVY)
-    if probe.returncode != 0 or "launcher._fastrun" not in mods or heavy:
+    if probe.returncode != 0 or "_launcher_warm" not in mods or heavy:
         raise CommandFailed(f"the warm run did not take the fast path (imported {heavy[:5]})")
 
 

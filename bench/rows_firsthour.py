@@ -67,7 +67,7 @@ def _warm(ws: Workspace, launcher: str, py: str) -> Cmd:
     probe = _output([interpreter, "-I", "-S", "-X", "importtime", *a.argv], a.env)
     mods = imported_modules(probe.stderr)
     heavy = sorted(m for m in mods if m in NOT_ON_THE_WARM_PATH or m.split(".")[0] in HEAVY)
-    if probe.returncode != 0 or "launcher._fastrun" not in mods or heavy:
+    if probe.returncode != 0 or "_launcher_warm" not in mods or heavy:
         raise CommandFailed(f"{launcher}: the warm run did not take the fast path, or imported {heavy[:5]}")
     return a
 

@@ -459,14 +459,15 @@ def test_memo_names_are_stable_across_processes_and_bounded(tmp_path: Path) -> N
     and remembering more than 64 invocations keeps the newest 64."""
     import sys
 
-    from launcher import _fastrun, memo
+    import _launcher_warm as _fastrun
+    from launcher import memo
 
     root = str(tmp_path / "cache")
     os.makedirs(root + "/memo", mode=0o700)
     environ = {"LAUNCHER_CACHE_DIR": root, "PATH": "/usr/bin"}
     watched = tmp_path / "watched"
     watched.write_text("x")
-    code = ("import sys; from launcher import _fastrun as f; "
+    code = ("import sys; import _launcher_warm as f; "
             "print(f.entry_path(sys.argv[1], f.key(['run', 'x'], {'PATH': '/usr/bin'}, '/w')))")
     names = {subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True,
                             env=dict(os.environ, PYTHONHASHSEED=seed)).stdout.strip() for seed in ("1", "2")}
@@ -523,7 +524,7 @@ def test_the_gates_miss_path_writes_nothing_into_an_untrusted_cache(six_cache: P
 
 
 # One rule, three copies: cache.safety (the full path, doctor, cache commands),
-# _fastrun.trusted (the warm path, no pathlib) and the gate's _untrusted (its
+# _launcher_warm.trusted (the warm path, no pathlib) and the gate's _untrusted (its
 # miss path, stdlib only).  They cannot import each other cheaply, so this
 # holds them to the same verdicts.
 ROOT_CASES = ["0700", "0777", "0770", "1777 sticky", "owned by nobody", "a link to a 0700 dir"]
@@ -551,7 +552,7 @@ def _shape(path: Path, how: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("where", "how"), [("root", h) for h in ROOT_CASES] + [("trees", h) for h in AREA_CASES])
 def test_the_three_copies_of_the_trust_rule_agree(tmp_path: Path, where: str, how: str) -> None:
-    from launcher import _fastrun
+    import _launcher_warm as _fastrun
     from launcher.cache import CacheLayout, safety
     from launcher.gate import _launcher_miss
 

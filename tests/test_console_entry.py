@@ -41,7 +41,7 @@ def test_the_wheel_ships_our_script_and_the_completions(wheel: Path) -> None:
         assert f"{data}/data/{path}" in names, path
     script = z.getinfo(f"{data}/scripts/launcher")
     # Not `#!python`: installers would rewrite it and drop -I (see the script).
-    assert z.read(script).decode() == SCRIPT and SCRIPT.startswith("#!/bin/sh\n")
+    assert z.read(script).decode() == SCRIPT and SCRIPT.startswith("#!/bin/bash -p\n")
     assert (script.external_attr >> 16) & stat.S_IXUSR, "pip installs it without +x otherwise"
     entry_points = [n for n in names if n.endswith("entry_points.txt")]
     assert not entry_points or b"console_scripts" not in z.read(entry_points[0])
@@ -76,9 +76,9 @@ def test_the_warm_path_imports_nothing_the_script_does_not_need(verbose: list[st
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     mods = imported_modules(proc.stderr)
-    assert "launcher._fastrun" in mods
-    ours = sorted(m for m in mods if m.startswith("launcher"))
-    assert ours == ["launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute"]
+    assert "_launcher_warm" in mods
+    ours = sorted(m for m in mods if m.startswith(("launcher", "_launcher")))
+    assert ours == ["_launcher_warm", "launcher", "launcher.__main__"]
     for heavy in ("re", "typing", "click", "json", "subprocess", "pathlib"):
         assert heavy not in mods, heavy
     assert ("launcher: warm start: " in proc.stderr) == bool(verbose)

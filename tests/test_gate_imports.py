@@ -23,7 +23,7 @@ from support import imported_modules
 # What the gate may add to sys.modules on the matched path: itself, nothing else.
 GATE_ALLOWED = {"sitecustomize"}
 # What the warm `launcher run` may import beyond a bare start of its own python.
-FASTPATH_ALLOWED = {"launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute"}
+FASTPATH_ALLOWED = {"_launcher_warm", "launcher", "launcher.__main__", "launcher.execute"}
 # Named explicitly too, so a failure says what went wrong.
 HEAVY = {"click", "pydantic", "pydantic_core", "rich", "packaging", "platformdirs", "json",
          "filelock", "psutil", "uv", "typing", "__future__"}
@@ -127,7 +127,7 @@ def test_warm_launcher_run_imports_no_heavy_module(py311: str, base_env: dict[st
     cold_mods, warm_mods, bare_mods = (imported_modules(p.stderr) for p in (cold, warm, bare))
 
     assert "launcher.plan" in cold_mods  # the parser sees the full path when it runs
-    assert "launcher._fastrun" in warm_mods and "launcher.plan" not in warm_mods, "no fast path"
+    assert "_launcher_warm" in warm_mods and "launcher.plan" not in warm_mods, "no fast path"
     assert not {m for m in warm_mods if m.split(".")[0] in HEAVY}, sorted(
         m for m in warm_mods if m.split(".")[0] in HEAVY)
     assert warm_mods - bare_mods <= FASTPATH_ALLOWED, sorted(warm_mods - bare_mods - FASTPATH_ALLOWED)
@@ -136,9 +136,11 @@ def test_warm_launcher_run_imports_no_heavy_module(py311: str, base_env: dict[st
     # full path writes it once): compiling them would cost more than the rest.
     verbose = subprocess.run([sys.executable, "-v", *args[3:]], env=base_env, capture_output=True,
                              text=True, timeout=120).stderr
-    for name in ("__init__", "__main__", "_fastrun", "execute"):
-        assert re.search(rf"^# \S+/launcher/__pycache__/{name}\.\S+\.pyc matches \S+/launcher/{name}\.py$",
-                         verbose, re.M), f"launcher/{name}.py was compiled from source"
+    for name in ("launcher/__init__", "launcher/__main__", "_launcher_warm"):
+        folder, _, stem = name.rpartition("/")
+        where = rf"\S+/{folder}/" if folder else r"\S+/"
+        assert re.search(rf"^# {where}__pycache__/{stem}\.\S+\.pyc matches {where}{stem}\.py$",
+                         verbose, re.M), f"{name}.py was compiled from source"
 
 
 @pytest.mark.parametrize("supervise", [False, True], ids=["exec", "supervise"])
@@ -155,10 +157,12 @@ def test_warm_launcher_run_as_the_script_runs_it_imports_not_even_os(
     bare = subprocess.run([*isolated, "-c", "pass"], env=base_env, capture_output=True, text=True, timeout=120)
     assert warm.returncode == bare.returncode == 0, warm.stderr
     warm_mods, bare_mods = imported_modules(warm.stderr), imported_modules(bare.stderr)
-    assert "launcher._fastrun" in warm_mods and "launcher.plan" not in warm_mods, "no fast path"
+    assert "_launcher_warm" in warm_mods and "launcher.plan" not in warm_mods, "no fast path"
     allowed = FASTPATH_ALLOWED | ({"launcher.supervise", "launcher._proctree", "_ctypes"} if supervise else set())
     assert "os" not in bare_mods  # else this test proves nothing
     assert warm_mods - bare_mods <= allowed, sorted(warm_mods - bare_mods - allowed)
+    if not supervise:  # one module of ours, found without the package
+        assert warm_mods - bare_mods == {"_launcher_warm"}, sorted(warm_mods - bare_mods)
 
 
 def test_the_gates_miss_part_is_read_only_on_a_miss(base_env: dict[str, str], py311: str, py313: str,

@@ -111,3 +111,34 @@ def test_uv_tool_install_gives_an_isolated_launcher(tmp_path: Path, env: dict[st
         out = subprocess.run([str(exe), flag], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.startswith("launcher, version "), out.stderr
     assert _runs(tmp_path) == []  # the user's sitecustomize did not run in the tool's interpreter
+
+
+SHOW_ENVIRON = "import os, sys; sys.stdout.buffer.write(repr(sorted(os.environb.items())).encode())"
+
+
+def test_the_command_gets_every_variable_of_the_caller_cold_and_warm(env: dict[str, str], py311: str,
+                                                                     tmp_path: Path) -> None:
+    """Names no shell accepts as identifiers still reach the command: an
+    exported bash function (Lmod's `module` is one), dotted and dashed names
+    (Kubernetes allows them), a non-UTF-8 name.  A /bin/sh (dash) prologue
+    dropped them all; the command must see what a bare run sees, less and
+    plus only the launcher's own variables."""
+    environ = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+    environ.update({b"BASH_FUNC_f%%": b"() {  echo hi\n}", b"spring.profiles.active": b"test",
+                    b"A-B": b"1", b"K\xfe": b"v\xff", b"PWD": os.fsencode(tmp_path),
+                    b"OLDPWD": b"/", b"SHLVL": b"1"})
+    argv = [py311, "-c", SHOW_ENVIRON]
+    bare = subprocess.run(argv, env=environ, cwd=tmp_path, capture_output=True, timeout=60, check=True).stdout
+
+    def theirs(stdout: bytes) -> list[tuple[bytes, bytes]]:
+        # Less the launcher's own variables, and `_`: the shell's, set to the
+        # path of each command it runs, so no two commands see the same one.
+        return [(k, v) for k, v in eval(stdout)
+                if k not in (b"PYTHONPATH", b"_") and not k.startswith(b"LAUNCHER_")]
+
+    for attempt in ("cold", "warm"):
+        proc = subprocess.run([str(LAUNCHER), "run", *offline_with("six"), "--", *argv], env=environ,
+                              cwd=tmp_path, capture_output=True, timeout=600)
+        assert proc.returncode == 0, (attempt, proc.stderr)
+        assert theirs(proc.stdout) == theirs(bare), attempt
+    assert (b"BASH_FUNC_f%%", b"() {  echo hi\n}") in theirs(bare)  # (else this proves nothing)

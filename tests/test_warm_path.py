@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import _launcher_warm as _fastrun
 from conftest import WHEELHOUSE, launcher
-from launcher import _fastrun
 
 SHOW = "import importlib.util as u; print(sorted(m for m in ('six', 'cloudpickle') if u.find_spec(m)))"
 
@@ -222,8 +222,8 @@ def test_two_installs_sharing_a_cache_never_use_each_others_plans(py311: str, tm
     # The same `launcher run ...` from another installation (or run by another
     # Python) must not exec this one's plan: it watches this install's files
     # and names this install's gate, so the other's upgrade would go unseen.
-    src = str(Path(_fastrun.__file__).parent.parent)
-    code = ("import sys; from launcher import _fastrun as f; "
+    src = str(Path(_fastrun.__file__).parent)
+    code = ("import sys; import _launcher_warm as f; "
             "print(f.entry_path('/c', f.key(['run', 'x'], {'PATH': '/usr/bin'}, '/w')))")
     ours = _fastrun.entry_path("/c", _fastrun.key(["run", "x"], {"PATH": "/usr/bin"}, "/w"))
     same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -155,7 +155,7 @@ def test_fast_path_cache_root_is_the_full_paths(monkeypatch: pytest.MonkeyPatch,
     """The warm path computes the cache root without os or pathlib: for every
     kind of HOME, XDG_CACHE_HOME and LAUNCHER_CACHE_DIR it names the root the
     full path uses (config.cache_root), or defers (None) to it."""
-    from launcher import _fastrun
+    import _launcher_warm as _fastrun
     from launcher.config import Settings, cache_root
 
     monkeypatch.chdir(tmp_path)

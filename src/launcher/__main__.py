@@ -45,9 +45,9 @@ def main(fast_tried: bool = False) -> None:
     isolate()
     args = sys.argv[1:]
     if args[:1] == ["run"] and not fast_tried:
-        from launcher import _fastrun
+        import _launcher_warm
 
-        _fastrun.try_fast(args)
+        _launcher_warm.try_fast(args)
     if sys.flags.no_site:  # the `launcher` script skips site for the warm path's sake
         import site
 

@@ -1,9 +1,9 @@
-"""Remember a prepared `launcher run` for the warm path (launcher._fastrun).
+"""Remember a prepared `launcher run` for the warm path (_launcher_warm).
 
 The full path's side of the memo: after a clean plan it writes the
 invocation's entry and its shared, content-addressed plan, keeps the newest
 MAX_ENTRIES entries of each Python, and caches the warm path's own bytecode.
-Kept apart from _fastrun so the warm path loads none of this.
+Kept apart from _launcher_warm so the warm path loads none of this.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher._fastrun import VERSION, cache_root, entry_path, key, py_tag, signature, tree_digest
+from _launcher_warm import VERSION, cache_root, entry_path, key, py_tag, signature, tree_digest
 from launcher.cache import safety
 
 MAX_ENTRIES = 64
@@ -100,7 +100,7 @@ def _drop_unnamed_plans(memo: int, plans: list[str], entries: list[str]) -> None
 
 
 # The modules the warm path imports (tests/test_gate_imports.py holds it to these).
-FAST_MODULES = ("launcher", "launcher.__main__", "launcher._fastrun", "launcher.execute")
+FAST_MODULES = ("_launcher_warm", "launcher", "launcher.__main__", "launcher.execute")
 # ...and, under --supervise, these (stdlib-only as well).
 SUPERVISE_MODULES = ("launcher.supervise", "launcher._proctree")
 

@@ -192,7 +192,7 @@ def _untrusted(path, follow=False):
     ours, or writable by others (None when it is fine or does not exist yet).
     Only the miss path asks: a hit writes nothing.
 
-    The rule is cache.safety.dir_problem's, and _fastrun.trusted's on the
+    The rule is cache.safety.dir_problem's, and _launcher_warm.trusted's on the
     warm path: three copies, kept in step by hand, because the gate can
     import nothing of the launcher's and the warm path cannot afford to
     import this file or pathlib."""
