@@ -16,6 +16,39 @@ import pytest
 from support import FOREIGN, LAUNCHER, PYTHONS, REPO, SHARED, WHEELHOUSE, installs  # noqa: F401 - re-exported
 
 STRICT = bool(os.environ.get("LAUNCHER_TEST_STRICT"))
+# uv's cache as the developer (or CI's setup) left it: PyPI metadata and
+# wheels that `make setup`, `make ray-env` or any install on this machine put
+# there.  Offline runs with `--find-links WHEELHOUSE` would resolve against
+# that too (a markupsafe 3.0.4 cached for cp311 only split a job's
+# versions), so the tests run with a cache of their own (uv_cache below);
+# the two that need what `make setup` cached (hatchling, the launcher's
+# dependencies) ask for this one.
+REAL_UV_CACHE = os.environ.get("UV_CACHE_DIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Generator[Path, None, None]:
+    """Every uv the tests start, through the launcher or not, gets an empty
+    cache of the session's: offline resolutions see the wheelhouse only."""
+    path = tmp_path_factory.mktemp("uv-cache")
+    os.environ["UV_CACHE_DIR"] = str(path)
+    yield path
+    if REAL_UV_CACHE is None:
+        os.environ.pop("UV_CACHE_DIR", None)
+    else:
+        os.environ["UV_CACHE_DIR"] = REAL_UV_CACHE
+
+
+def with_real_uv_cache(env: dict[str, str]) -> dict[str, str]:
+    """`env` with uv's own cache, for an offline `uv build`/`uv tool install`
+    of this checkout (hatchling and the dependencies are there, not in the
+    wheelhouse)."""
+    out = dict(env)
+    if REAL_UV_CACHE is None:
+        out.pop("UV_CACHE_DIR", None)
+    else:
+        out["UV_CACHE_DIR"] = REAL_UV_CACHE
+    return out
 
 
 def missing(reason: str) -> NoReturn:

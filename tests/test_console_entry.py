@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, WHEELHOUSE, launcher
+from conftest import LAUNCHER, WHEELHOUSE, launcher, with_real_uv_cache
 from support import REPO, imported_modules
 
 SCRIPT = (REPO / "scripts" / "launcher").read_text()
@@ -27,7 +27,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     uv = shutil.which("uv", path=str(LAUNCHER.parent))
     assert uv is not None
     subprocess.run([uv, "build", "--wheel", "--out-dir", str(out), "--offline", str(REPO)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, env=with_real_uv_cache(dict(os.environ)))
     [whl] = out.glob("*.whl")
     return whl
 

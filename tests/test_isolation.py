@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUNCHER, REPO, launcher, missing, offline_with
+from conftest import LAUNCHER, REPO, launcher, missing, offline_with, with_real_uv_cache
 
 SHOW = ("import click, os, sys; print(click.__file__); print(os.getpid()); "
         "print(os.environ.get('PYTHONPATH', ''))")
@@ -96,7 +96,8 @@ def test_uv_tool_install_gives_an_isolated_launcher(tmp_path: Path, env: dict[st
     `make setup` filled."""
     uv = shutil.which("uv", path=str(LAUNCHER.parent))
     assert uv is not None
-    tool_env = dict(env, UV_TOOL_DIR=str(tmp_path / "tools"), UV_TOOL_BIN_DIR=str(tmp_path / "bin"))
+    tool_env = dict(with_real_uv_cache(env), UV_TOOL_DIR=str(tmp_path / "tools"),
+                    UV_TOOL_BIN_DIR=str(tmp_path / "bin"))
     tool_env.pop("PYTHONPATH")
     base = os.path.realpath(LAUNCHER.parent / "python")
     proc = subprocess.run([uv, "tool", "install", "--offline", "--python", base, str(REPO)], env=tool_env,
