@@ -261,10 +261,28 @@ def trusted(root: str) -> bool:
     return True
 
 
-def _ours(f: "object") -> bool:
-    """An open memo file: a regular file of ours (or root's) nobody else can write."""
-    st = posix.fstat(f.fileno())  # type: ignore[attr-defined]
-    return (st.st_uid == posix.getuid() or st.st_uid == 0) and st.st_mode & 0o170022 == 0o100000
+def _ours(fd: int, kind: int) -> bool:
+    """An open memo directory (kind 0o040000) or file (0o100000): ours (or
+    root's), of that kind, and nobody else can write it."""
+    st = posix.fstat(fd)
+    return (st.st_uid == posix.getuid() or st.st_uid == 0) and st.st_mode & 0o170022 == kind
+
+
+def _read_memo(memo: int, name: str) -> "bytes | None":
+    """A memo file, opened relative to memo/ as opened and checked, never
+    through a link: what `trusted` saw by path cannot be swapped meanwhile."""
+    fd = posix.open(name, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, dir_fd=memo)
+    try:
+        if not _ours(fd, 0o100000):
+            return None
+        chunks: list[bytes] = []
+        while True:
+            chunk = posix.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
 
 
 def try_fast(args: "list[str]") -> None:
@@ -282,16 +300,20 @@ def try_fast(args: "list[str]") -> None:
         if "--refresh" in args and verbose(args, ("--refresh",)):
             return  # resolve again, forget failures: the full path's work
         text = key(args, environ, cwd)
-        with open(entry_path(root, text), "rb") as f:
-            if not _ours(f):
+        memo = posix.open(root + "/memo", posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+        try:
+            entry = _read_memo(memo, entry_path(root, text).rsplit("/", 1)[1]) if _ours(memo, 0o040000) else None
+            if entry is None:
                 return
-            version, stored, argv, plan_name, supervised = marshal.loads(f.read())
-        if version != VERSION or stored != text or "/" in plan_name:
+            version, stored, argv, plan_name, supervised = marshal.loads(entry)
+            if version != VERSION or stored != text or "/" in plan_name:
+                return
+            plan = _read_memo(memo, plan_name)
+        finally:
+            posix.close(memo)
+        if plan is None:
             return
-        with open(root + "/memo/" + plan_name, "rb") as f:
-            if not _ours(f):
-                return
-            ours, ld_preload, watched, trees = marshal.loads(f.read())
+        ours, ld_preload, watched, trees = marshal.loads(plan)
         # A plan names only code in trusted places: this cache's gate and trees.
         if not ours.get("LAUNCHER_BOOTSTRAP", root + "/bootstrap/").startswith(root + "/bootstrap/"):
             return

@@ -243,3 +243,27 @@ def test_the_warm_paths_flag_list_matches_runs_options() -> None:
     flags = {name for p in run.params if isinstance(p, click.Option) and p.is_flag
              for name in (*p.opts, *p.secondary_opts)}
     assert flags == set(_fastrun.FLAGS)
+
+
+def test_the_warm_path_reads_no_memo_file_through_a_link(tmp_path: Path, env: dict[str, str],
+                                                         cache_dir: Path, py311: str) -> None:
+    """Every file the warm path reads from memo/ (the invocation's entry and
+    the plan it names) is opened relative to memo/ and never through a link:
+    a look-alike of ours outside the cache, linked in its place, is not used."""
+    args = ("run", "-v", "--find-links", str(WHEELHOUSE), "--offline", "--", py311, "-c", "pass")
+    launcher(*args, env=env, check=True)
+    memo = cache_dir / "memo"
+    files = sorted(p.name for p in memo.iterdir())
+    assert {f.split("-")[0] for f in files} == {"run", "plan"}, files
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in files:
+        assert "warm start" in launcher(*args, env=env, check=True).stderr  # (else this proves nothing)
+        os.rename(memo / name, outside / name)
+        os.symlink(outside / name, memo / name)
+        proc = launcher(*args, env=env, check=True)
+        assert "warm start" not in proc.stderr, name
+        # The full path replaced the link with a file of its own (or left it
+        # unread): put ours back for the next name.
+        (memo / name).unlink(missing_ok=True)
+        os.rename(outside / name, memo / name)
