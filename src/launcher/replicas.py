@@ -129,13 +129,26 @@ class _Replica:
         return self.run_dir / f"rank-{self.rank}.log"
 
     def signal_group(self, sig: int) -> None:
-        # Only while the leader is not reaped: its pid is then still our group id.
-        with self.lock:
-            if self.proc is not None and not self.exited:
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        signal_leader_group(self, sig)
+
+
+class LeadsAGroup(Protocol):
+    """A replica, here or on a Ray node: the leader of its own process group."""
+
+    lock: threading.Lock
+    proc: subprocess.Popen[bytes] | None
+    exited: bool  # set, under `lock`, once the leader is reaped
+
+
+def signal_leader_group(replica: LeadsAGroup, sig: int) -> None:
+    """Send `sig` to the replica's process group: only while its leader is
+    not reaped, when its pid is still the group's id (never someone else's)."""
+    with replica.lock:
+        if replica.proc is not None and not replica.exited:
+            try:
+                os.killpg(replica.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 class LocalReplicaExecutor:

@@ -27,7 +27,7 @@ from typing import Any
 from launcher.executor import _protocol as P
 from launcher.executor._driver import exit_status
 from launcher.executor._start import WORKER_SCRIPT
-from launcher.replicas import _tail, entry_file
+from launcher.replicas import _tail, entry_file, signal_leader_group
 
 
 class ReplicaHost:
@@ -146,13 +146,7 @@ class ReplicaHost:
             self._kill_group(signal.SIGKILL)
 
     def _kill_group(self, sig: int) -> None:
-        # Only while the leader is not reaped: its pid is then still our group id.
-        with self.lock:
-            if self.proc is not None and not self.exited:
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        signal_leader_group(self, sig)
 
     def cleanup(self) -> None:
         self.stop()
