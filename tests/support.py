@@ -9,8 +9,10 @@ import hashlib
 import io
 import json
 import os
+import select
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -49,6 +51,21 @@ def read_pty(master: int) -> bytes:
             break
         chunks.append(data)
     return b"".join(chunks)
+
+
+def read_pty_until(master: int, marker: bytes, timeout: float = 30) -> bytes:
+    """What a pty shows until `marker` appears (or the time is up, or its
+    last writer closed it): for a shell that stays up, unlike read_pty."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the pty
+                break
+    return seen
 
 
 def without_progress(stderr: str) -> str:

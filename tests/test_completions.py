@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import shlex
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import LAUNCHER, REPO, missing
+from support import read_pty_until
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
@@ -130,25 +129,11 @@ def test_zsh_completes_the_command_then_files(path_with_tool: dict[str, str], tm
         os.close(slave)
         try:
             os.write(master, setup.encode())
-            _read_pty_until(master, b"READY\r\n")
+            read_pty_until(master, b"READY\r\n")
             os.write(master, typed.encode() + b"\t")
-            screen = _read_pty_until(master, completed.encode())
+            screen = read_pty_until(master, completed.encode())
             assert completed.encode() in screen, (typed, screen[-300:])
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
             os.close(master)
-
-
-def _read_pty_until(master: int, marker: bytes, timeout: float = 30) -> bytes:
-    """What the pty shows until `marker` appears (or the time is up)."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while marker not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(master, 65536)
-            except OSError:  # EIO: the shell is gone
-                break
-    return seen
